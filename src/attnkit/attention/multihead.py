@@ -1,0 +1,159 @@
+"""Multi-head attention (spec part 1 item 4, part 2 items 3-4): project, split heads, scaled dot-product
+per head, concatenate, project.
+
+    MultiHead(Q, K, V) = Concat(head_1, ..., head_H) W_O,  head_i = Attention(Q W_i^Q, K W_i^K, V W_i^V)
+
+Self-attention and cross-attention (the Transformer's encoder-decoder attention) are the same module:
+``key=None`` attends over the query sequence itself; otherwise queries come from ``query`` and keys and
+values from ``key``/``value`` (the encoder output). The spec's TensorFlow
+``multihead_attention(queries, keys, num_units, num_heads, dropout_rate, is_training, causality)`` maps to
+``MultiHeadAttention(num_units, num_heads, dropout_rate)`` (train()/eval() for ``is_training``) called as
+``mha(queries, keys, causal=causality)``; ``keys=queries`` is ``key=None`` here.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from attnkit.attention.cache import KVCache
+from attnkit.attention.masks import causal_mask, check_mask, masked_softmax
+
+
+class AttentionOutput(NamedTuple):
+    output: Tensor  # [B, T, E]
+    weights: Tensor | None  # [B, H, T, S] when need_weights, else None
+
+
+class MultiHeadAttention(nn.Module):
+    """Multi-head scaled dot-product attention with separate q/k/v/out projections.
+
+    Args:
+        embed_dim: E, the width of queries and of the output. num_heads: H (E must be divisible by H).
+        dropout: dropout on the attention weights (training only). bias: biases in the projections.
+        kdim, vdim: widths of keys and values for cross-attention (default E).
+    """
+
+    def __init__(
+        self,
+        embed_dim: int,
+        num_heads: int,
+        dropout: float = 0.0,
+        bias: bool = True,
+        kdim: int | None = None,
+        vdim: int | None = None,
+    ) -> None:
+        super().__init__()
+        if embed_dim <= 0 or num_heads <= 0 or embed_dim % num_heads:
+            raise ValueError(
+                f"embed_dim ({embed_dim}) must be a positive multiple of num_heads ({num_heads})"
+            )
+        self.embed_dim, self.num_heads, self.head_dim = embed_dim, num_heads, embed_dim // num_heads
+        self.kdim, self.vdim = kdim or embed_dim, vdim or embed_dim
+        self.dropout = dropout
+        self.q_proj = nn.Linear(embed_dim, embed_dim, bias=bias)
+        self.k_proj = nn.Linear(self.kdim, embed_dim, bias=bias)
+        self.v_proj = nn.Linear(self.vdim, embed_dim, bias=bias)
+        self.out_proj = nn.Linear(embed_dim, embed_dim, bias=bias)
+
+    def _split(self, x: Tensor) -> Tensor:
+        b, t, _ = x.shape
+        return x.view(b, t, self.num_heads, self.head_dim).transpose(1, 2)  # (B, H, T, Dh)
+
+    def _check_inputs(self, query: Tensor, key: Tensor, value: Tensor) -> None:
+        if query.dim() != 3 or query.shape[-1] != self.embed_dim:
+            raise ValueError(f"query must be [B, T, {self.embed_dim}], got {tuple(query.shape)}")
+        if key.dim() != 3 or key.shape[-1] != self.kdim or key.shape[0] != query.shape[0]:
+            raise ValueError(
+                f"key must be [B, S, {self.kdim}] with the query's batch, got key {tuple(key.shape)} "
+                f"and query {tuple(query.shape)}"
+            )
+        if value.dim() != 3 or value.shape[-1] != self.vdim or value.shape[:2] != key.shape[:2]:
+            raise ValueError(
+                f"value must be [B, S, {self.vdim}] with the key's B and S, got value "
+                f"{tuple(value.shape)} and key {tuple(key.shape)}"
+            )
+
+    def _keys_values(
+        self, query: Tensor, key: Tensor | None, value: Tensor | None, cache: KVCache | None
+    ) -> tuple[Tensor, Tensor]:
+        """Project (or fetch from the cache) keys and values, [B, H, S, Dh]."""
+        if key is not None and cache is not None and cache.length > 0:
+            return cache.view()  # cross-attention: the encoder's keys/values were stored at step 0
+        key = query if key is None else key
+        value = key if value is None else value
+        self._check_inputs(query, key, value)
+        k, v = self._split(self.k_proj(key)), self._split(self.v_proj(value))
+        if cache is not None:
+            k, v = cache.append(k, v)
+        return k, v
+
+    def forward(
+        self,
+        query: Tensor,
+        key: Tensor | None = None,
+        value: Tensor | None = None,
+        *,
+        mask: Tensor | None = None,
+        causal: bool = False,
+        need_weights: bool = False,
+        cache: KVCache | None = None,
+    ) -> AttentionOutput:
+        """query [B, T, E]; key [B, S, kdim] and value [B, S, vdim], or None for self-attention.
+
+        mask: bool broadcastable to [B, H, T, S], True = may attend (see ``padding_mask``);
+        causal: query i (at absolute position cache-length + i) sees only keys at positions <= its own;
+        need_weights: also return the attention weights [B, H, T, S] (explicit path);
+        cache: a KVCache; self-attention appends this call's keys/values and attends over all of them;
+        cross-attention fills it on the first call and reuses it afterwards (``key`` is then ignored).
+        Returns AttentionOutput(output [B, T, E], weights or None). A query with no allowed key gets 0.
+        """
+        if query.dim() != 3 or query.shape[-1] != self.embed_dim:
+            raise ValueError(f"query must be [B, T, {self.embed_dim}], got {tuple(query.shape)}")
+        b, t, _ = query.shape
+        q = self._split(self.q_proj(query))  # (B, H, T, Dh)
+        k, v = self._keys_values(query, key, value, cache)  # (B, H, S, Dh)
+        s = k.shape[2]
+        if mask is not None:
+            check_mask(mask, (b, self.num_heads, t, s))
+        if causal and (t > 1 or s != t):
+            cm = causal_mask(t, s, device=query.device)  # (T, S)
+            if mask is None and t == s and not need_weights:
+                mask_final, is_causal = None, True  # let SDPA use its causal kernel
+            else:
+                mask_final, is_causal = (cm if mask is None else mask & cm), False
+        else:
+            mask_final, is_causal = mask, False
+        p = self.dropout if self.training else 0.0
+        if need_weights:
+            out, weights = _explicit_attention(q, k, v, mask_final, p)
+        else:
+            out, weights = _fast_attention(q, k, v, mask_final, p, is_causal), None
+        out = out.transpose(1, 2).reshape(b, t, self.embed_dim)  # (B, T, E): concatenate heads
+        return AttentionOutput(self.out_proj(out), weights)
+
+
+def _explicit_attention(
+    q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, dropout: float
+) -> tuple[Tensor, Tensor]:
+    """softmax(Q K^T / sqrt(Dh)) V written out, returning the weights [B, H, T, S] too."""
+    scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])  # (B, H, T, S)
+    weights = masked_softmax(scores, mask)
+    dropped = F.dropout(weights, dropout) if dropout > 0 else weights
+    return dropped @ v, weights
+
+
+def _fast_attention(
+    q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, dropout: float, is_causal: bool
+) -> Tensor:
+    """The same computation through PyTorch's fused scaled_dot_product_attention."""
+    if mask is None:
+        return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=is_causal)
+    # SDPA gives NaN for a query with no allowed key; let it see every key, then zero its output.
+    any_allowed = mask.any(-1, keepdim=True)  # (B|1, H|1, T|1, 1)
+    safe = mask | ~any_allowed
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=safe, dropout_p=dropout)
+    return out * any_allowed

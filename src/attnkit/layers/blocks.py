@@ -1,0 +1,116 @@
+"""The Transformer layer (spec part 2, item 1), shared by the encoder, the decoder, GPT and BERT.
+
+Encoder layer: self-attention, FFN. Decoder layer: masked self-attention, encoder-decoder attention, FFN.
+Every sub-layer has a residual connection and LayerNorm, either after it (post-norm, the paper's and
+BERT's: ``LayerNorm(x + Sublayer(x))``) or before it (pre-norm, GPT-2's: ``x + Sublayer(LayerNorm(x))``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+from torch import Tensor, nn
+
+from attnkit.attention.cache import KVCache
+from attnkit.attention.multihead import MultiHeadAttention
+from attnkit.layers.feedforward import FeedForward
+
+
+@dataclass
+class LayerCache:
+    """Per-layer decoding state: the self-attention cache and, in a decoder, the cross-attention one."""
+
+    self_attn: KVCache
+    cross_attn: KVCache | None = None
+
+    def reorder(self, index: Tensor) -> None:
+        self.self_attn.reorder(index)
+        if self.cross_attn is not None:
+            self.cross_attn.reorder(index)
+
+
+class LayerOutput(NamedTuple):
+    x: Tensor  # [B, T, E]
+    self_weights: Tensor | None  # [B, H, T, T'] when need_weights
+    cross_weights: Tensor | None  # [B, H, T, S] when need_weights and cross-attention
+
+
+class TransformerLayer(nn.Module):
+    """One encoder layer (``cross_attention=False``) or decoder layer (``cross_attention=True``).
+
+    Args:
+        d_model, num_heads, d_ff: E, H and the FFN's hidden width.
+        dropout: on each sub-layer's output (before the residual sum) and inside the FFN.
+        attn_dropout: on attention weights (default: ``dropout``).
+        activation: "relu" (the paper), "gelu" (BERT) or "gelu_tanh" (GPT-2).
+        norm_first: pre-norm instead of post-norm. eps: LayerNorm epsilon. bias: biases in linears.
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        num_heads: int,
+        d_ff: int,
+        *,
+        dropout: float = 0.1,
+        attn_dropout: float | None = None,
+        activation: str = "relu",
+        norm_first: bool = False,
+        cross_attention: bool = False,
+        eps: float = 1e-5,
+        bias: bool = True,
+    ) -> None:
+        super().__init__()
+        attn_dropout = dropout if attn_dropout is None else attn_dropout
+        self.norm_first = norm_first
+        self.self_attn = MultiHeadAttention(d_model, num_heads, attn_dropout, bias)
+        self.self_attn_norm = nn.LayerNorm(d_model, eps=eps, bias=bias)
+        self.cross_attn = MultiHeadAttention(d_model, num_heads, attn_dropout, bias) if cross_attention else None
+        self.cross_attn_norm = nn.LayerNorm(d_model, eps=eps, bias=bias) if cross_attention else None
+        self.ffn = FeedForward(d_model, d_ff, activation, dropout, bias)
+        self.ffn_norm = nn.LayerNorm(d_model, eps=eps, bias=bias)
+        self.dropout = nn.Dropout(dropout)
+
+    def _sublayer(self, x: Tensor, norm: nn.Module, fn) -> tuple[Tensor, Tensor | None]:
+        """Residual + LayerNorm around ``fn`` (which returns (output, weights or None))."""
+        if self.norm_first:
+            y, w = fn(norm(x))
+            return x + self.dropout(y), w
+        y, w = fn(x)
+        return norm(x + self.dropout(y)), w
+
+    def forward(
+        self,
+        x: Tensor,
+        *,
+        mask: Tensor | None = None,
+        causal: bool = False,
+        memory: Tensor | None = None,
+        memory_mask: Tensor | None = None,
+        cache: LayerCache | None = None,
+        need_weights: bool = False,
+    ) -> LayerOutput:
+        """x [B, T, E]; mask: self-attention mask broadcastable to [B, H, T, T] (True = may attend);
+        causal: decoder/GPT masking; memory [B, S, E]: encoder output for cross-attention, with
+        memory_mask broadcastable to [B, H, T, S]; cache: decoding state (see LayerCache)."""
+        self_cache = cache.self_attn if cache is not None else None
+        x, self_w = self._sublayer(
+            x,
+            self.self_attn_norm,
+            lambda h: self.self_attn(h, mask=mask, causal=causal, need_weights=need_weights, cache=self_cache),
+        )
+        cross_w = None
+        if self.cross_attn is not None:
+            if memory is None:
+                raise ValueError("a decoder layer (cross_attention=True) needs the encoder output `memory`")
+            cross_cache = cache.cross_attn if cache is not None else None
+            x, cross_w = self._sublayer(
+                x,
+                self.cross_attn_norm,
+                lambda h: self.cross_attn(
+                    h, memory, mask=memory_mask, need_weights=need_weights, cache=cross_cache
+                ),
+            )
+        x, _ = self._sublayer(x, self.ffn_norm, lambda h: (self.ffn(h), None))
+        return LayerOutput(x, self_w, cross_w)

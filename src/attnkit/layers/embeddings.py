@@ -1,0 +1,87 @@
+"""Input embeddings: tokens, positions (sinusoidal or learned) and segments (token types).
+
+The Transformer uses sqrt(d_model)-scaled tokens + sinusoidal positions; GPT tokens + learned positions;
+BERT tokens + learned positions + token types followed by LayerNorm. One module covers all three.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+
+def sinusoidal_table(max_len: int, d_model: int) -> Tensor:
+    """PE[pos, 2i] = sin(pos / 10000^(2i/d)), PE[pos, 2i+1] = cos(...). Returns [max_len, d_model]."""
+    pos = torch.arange(max_len, dtype=torch.float64).unsqueeze(1)
+    div = torch.exp(torch.arange(0, d_model, 2, dtype=torch.float64) * (-math.log(10000.0) / d_model))
+    table = torch.zeros(max_len, d_model, dtype=torch.float64)
+    table[:, 0::2] = torch.sin(pos * div)
+    table[:, 1::2] = torch.cos(pos * div)[:, : d_model // 2]
+    return table.float()
+
+
+class Embeddings(nn.Module):
+    """token (+ position) (+ token type), optional LayerNorm, dropout.
+
+    Args:
+        vocab_size, d_model: V and E. max_len: the largest position + 1.
+        positions: "sinusoidal", "learned" or "none". scale: multiply token embeddings by sqrt(E).
+        type_vocab_size: number of token types (segments), 0 for none. layer_norm: LayerNorm after
+        the sum (BERT). padding_idx: embedding row kept at zero for padding (or None).
+    """
+
+    def __init__(
+        self,
+        vocab_size: int,
+        d_model: int,
+        max_len: int,
+        *,
+        positions: str = "sinusoidal",
+        scale: bool = False,
+        type_vocab_size: int = 0,
+        layer_norm: bool = False,
+        eps: float = 1e-12,
+        dropout: float = 0.0,
+        padding_idx: int | None = None,
+    ) -> None:
+        super().__init__()
+        if positions not in ("sinusoidal", "learned", "none"):
+            raise ValueError(f"positions must be 'sinusoidal', 'learned' or 'none', got {positions!r}")
+        self.d_model, self.max_len, self.positions = d_model, max_len, positions
+        self.scale = math.sqrt(d_model) if scale else 1.0
+        self.tokens = nn.Embedding(vocab_size, d_model, padding_idx=padding_idx)
+        if positions == "learned":
+            self.position = nn.Embedding(max_len, d_model)
+        elif positions == "sinusoidal":
+            self.register_buffer("position_table", sinusoidal_table(max_len, d_model), persistent=False)
+        self.token_types = nn.Embedding(type_vocab_size, d_model) if type_vocab_size else None
+        self.norm = nn.LayerNorm(d_model, eps=eps) if layer_norm else None
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(
+        self, ids: Tensor, *, positions: Tensor | None = None, offset: int = 0,
+        token_type_ids: Tensor | None = None,
+    ) -> Tensor:
+        """ids [B, T] -> [B, T, E]. positions [B, T] (or [T]) overrides the default offset + arange(T)
+        (left-padded batches shift them); token_type_ids [B, T] default to type 0."""
+        t = ids.shape[1]
+        x = self.tokens(ids) * self.scale
+        if self.positions != "none":
+            if positions is None:
+                positions = torch.arange(offset, offset + t, device=ids.device)
+            if int(positions.max()) >= self.max_len if positions.numel() else False:
+                raise ValueError(
+                    f"position {int(positions.max())} is beyond the model's maximum length {self.max_len}"
+                )
+            if self.positions == "learned":
+                x = x + self.position(positions)
+            else:
+                x = x + self.position_table[positions]
+        if self.token_types is not None:
+            types = torch.zeros_like(ids) if token_type_ids is None else token_type_ids
+            x = x + self.token_types(types)
+        if self.norm is not None:
+            x = self.norm(x)
+        return self.dropout(x)
