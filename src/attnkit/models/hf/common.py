@@ -1,0 +1,51 @@
+"""Reading and writing Hugging Face model directories safely (safetensors or weights-only pickles)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorsError
+from safetensors.torch import load_file, save_file
+from torch import Tensor
+
+from attnkit.errors import CheckpointError
+
+
+def read_config(path: str | Path) -> dict:
+    """The ``config.json`` of a Hugging Face model directory, with a clear error when missing or bad."""
+    path = Path(path)
+    if not path.is_dir():
+        raise CheckpointError(f"{path}: not a model directory")
+    cfg = path / "config.json"
+    if not cfg.is_file():
+        raise CheckpointError(f"{cfg}: missing (a Hugging Face model directory needs config.json)")
+    try:
+        return json.loads(cfg.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{cfg}: not valid JSON ({exc})") from None
+
+
+def read_state_dict(path: str | Path) -> dict[str, Tensor]:
+    """The weights of a Hugging Face model directory: model.safetensors, else pytorch_model.bin
+    (loaded with ``weights_only=True``: no code from the file runs)."""
+    path = Path(path)
+    st, binf = path / "model.safetensors", path / "pytorch_model.bin"
+    try:
+        if st.is_file():
+            return load_file(str(st))
+        if binf.is_file():
+            return torch.load(binf, map_location="cpu", weights_only=True)
+    except (SafetensorsError, RuntimeError, OSError, EOFError, ValueError) as exc:
+        bad = st if st.is_file() else binf
+        raise CheckpointError(f"{bad}: cannot read the weights ({exc})") from None
+    raise CheckpointError(f"{path}: no model.safetensors or pytorch_model.bin")
+
+
+def write_model_dir(path: str | Path, config: dict, state_dict: dict[str, Tensor]) -> None:
+    """Write config.json and model.safetensors (tensors made contiguous and unshared)."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+    save_file({k: v.detach().contiguous().clone() for k, v in state_dict.items()}, str(path / "model.safetensors"))
