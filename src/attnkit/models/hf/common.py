@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorsError
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
@@ -37,7 +37,7 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
             return load_file(str(st))
         if binf.is_file():
             return torch.load(binf, map_location="cpu", weights_only=True)
-    except (SafetensorsError, RuntimeError, OSError, EOFError, ValueError) as exc:
+    except (SafetensorError, RuntimeError, OSError, EOFError, ValueError) as exc:
         bad = st if st.is_file() else binf
         raise CheckpointError(f"{bad}: cannot read the weights ({exc})") from None
     raise CheckpointError(f"{path}: no model.safetensors or pytorch_model.bin")
