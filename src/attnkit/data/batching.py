@@ -1,0 +1,52 @@
+"""Batches by token count and padding into tensors, for any model family.
+
+Training batches (shuffled, from length buckets, resumable) come from
+:func:`attnkit.data.resumable.token_batches`; this module adds the deterministic length-sorted batches
+used for evaluation and inference (:func:`sorted_batches`, which keeps the original order recoverable)
+and the padding of id lists into tensors (:func:`pad_sequences`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from attnkit.data.resumable import token_batches
+
+__all__ = ["pad_sequences", "sorted_batches", "token_batches"]
+
+
+def pad_sequences(seqs: Sequence[Sequence[int]], pad_id: int = 0, *, bos: int | None = None,
+                  eos: int | None = None) -> Tensor:
+    """List of id lists -> [B, L] long tensor, right-padded with ``pad_id`` (optionally with BOS/EOS
+    added around each sequence). L is the longest sequence (at least 1)."""
+    rows = [([bos] if bos is not None else []) + list(s) + ([eos] if eos is not None else []) for s in seqs]
+    width = max([len(r) for r in rows] + [1])
+    out = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    for i, r in enumerate(rows):
+        if r:
+            out[i, : len(r)] = torch.tensor(r, dtype=torch.long)
+    return out
+
+
+def sorted_batches(lengths: Sequence[int], max_tokens: int, max_batch: int | None = None) -> list[list[int]]:
+    """Indices sorted by length (longest first) and cut into batches of at most ``max_tokens`` padded
+    tokens (and ``max_batch`` examples); every index appears exactly once. For decoding a test set:
+    little padding, and the first batch shows at once whether the longest sentences fit in memory."""
+    if max_tokens < 1:
+        raise ValueError(f"max_tokens must be >= 1, got {max_tokens}")
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    batches: list[list[int]] = []
+    current: list[int] = []
+    for i in order:
+        longest = lengths[current[0]] if current else lengths[i]
+        full = max_batch is not None and len(current) >= max_batch
+        if current and (max(longest, 1) * (len(current) + 1) > max_tokens or full):
+            batches.append(current)
+            current = []
+        current.append(i)
+    if current:
+        batches.append(current)
+    return batches

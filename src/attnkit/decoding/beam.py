@@ -1,0 +1,117 @@
+"""Batched beam search over a DecoderSession (the spec's part 2 decoding), with a length penalty.
+
+Every sentence of the batch keeps ``beam_size`` live hypotheses, all decoded as one batch of B*K rows
+through the session's KV caches. At each step the 2K best extensions are ranked; those ending in EOS
+among the first K ranks are finished (scored ``sum log p / length ** length_penalty``, length counting
+EOS), the K best others live on (fairseq's rule). A sentence is done once it has K finished hypotheses;
+hypotheses still alive at ``max_new_tokens`` are finished as they are. With ``beam_size=1`` this is
+exactly greedy decoding: the one beam always takes the arg-max token and stops at the first EOS.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+from attnkit.decoding.generate import DecoderSession
+
+
+@dataclass
+class BeamConfig:
+    """beam_size: K; length_penalty: alpha in score / length**alpha (0 = raw log-probability);
+    max_new_tokens: hypotheses longer than this are cut; eos_id ends a hypothesis; pad_id fills output."""
+
+    beam_size: int = 5
+    length_penalty: float = 1.0
+    max_new_tokens: int = 64
+    eos_id: int = 2
+    pad_id: int = 0
+
+    def __post_init__(self) -> None:
+        if self.beam_size < 1:
+            raise ValueError(f"beam_size must be >= 1, got {self.beam_size}")
+        if self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+
+
+class BeamOutput(NamedTuple):
+    tokens: Tensor  # [B, T_out] best hypothesis per sentence (EOS kept when emitted), padded with pad_id
+    scores: Tensor  # [B] its length-normalised log-probability
+
+
+@torch.no_grad()
+def beam_search(session: DecoderSession, prompt: Tensor, cfg: BeamConfig) -> BeamOutput:
+    """Decode ``prompt`` [B, T0] (e.g. BOS per sentence) with beam search; the session holds batch B and is
+    expanded to B*K rows here (``reorder``)."""
+    if prompt.dim() != 2 or prompt.shape[1] == 0:
+        raise ValueError(f"prompt must be [B, T0] with T0 >= 1, got {tuple(prompt.shape)}")
+    b, k, device = prompt.shape[0], cfg.beam_size, prompt.device
+    expand = torch.arange(b, device=device).repeat_interleave(k)  # (B*K,)
+    session.reorder(expand)
+    logp = torch.log_softmax(session.step(prompt[expand])[:, -1].float(), dim=-1)  # (B*K, V)
+    v = logp.shape[-1]
+    scores = torch.full((b, k), float("-inf"), device=device)
+    scores[:, 0] = 0.0  # all beams start identical: keep only the first
+    history = prompt.new_zeros(b * k, 0)
+    finished: list[list[tuple[float, list[int]]]] = [[] for _ in range(b)]
+    done = torch.zeros(b, dtype=torch.bool)
+    offsets = (torch.arange(b, device=device) * k).unsqueeze(1)  # (B, 1)
+    for step in range(cfg.max_new_tokens):
+        cand = (scores.unsqueeze(-1) + logp.view(b, k, v)).view(b, k * v)
+        top_s, top_i = cand.topk(min(2 * k, k * v), dim=1)  # (B, 2K), best first
+        top_beam, top_tok = top_i // v, top_i % v
+        is_eos = top_tok == cfg.eos_id
+        length = step + 1
+        _finish(finished, done, top_s, top_beam, is_eos, history, offsets, k, length, cfg)
+        keep_s, keep_j = top_s.masked_fill(is_eos, float("-inf")).topk(k, dim=1)  # (B, K) live extensions
+        beam = (top_beam.gather(1, keep_j) + offsets).view(-1)  # (B*K,) rows of the previous step
+        token = top_tok.gather(1, keep_j).view(-1)  # (B*K,)
+        scores = keep_s
+        history = torch.cat([history[beam], token.unsqueeze(1)], dim=1)
+        if bool(done.all()):
+            break
+        if step + 1 == cfg.max_new_tokens:
+            _finish_alive(finished, done, scores, history, k, cfg)
+            break
+        session.reorder(beam)
+        logp = torch.log_softmax(session.step(token.unsqueeze(1))[:, -1].float(), dim=-1)
+    return _best(finished, b, cfg, device)
+
+
+def _norm(score: float, length: int, alpha: float) -> float:
+    return score / (length**alpha) if alpha else score
+
+
+def _finish(finished, done, top_s, top_beam, is_eos, history, offsets, k, length, cfg) -> None:
+    """Finish the EOS extensions ranked among the first K of a sentence that is not done yet."""
+    eos_rows, eos_cols = torch.nonzero(is_eos[:, :k] & torch.isfinite(top_s[:, :k]), as_tuple=True)
+    for r, c in zip(eos_rows.tolist(), eos_cols.tolist(), strict=True):
+        if done[r]:
+            continue
+        row = int(top_beam[r, c] + offsets[r, 0])
+        tokens = history[row].tolist() + [cfg.eos_id]
+        finished[r].append((_norm(float(top_s[r, c]), length, cfg.length_penalty), tokens))
+        if len(finished[r]) >= k:
+            done[r] = True
+
+
+def _finish_alive(finished, done, scores, history, k, cfg) -> None:
+    for r in range(len(finished)):
+        if done[r]:
+            continue
+        for j in range(k):
+            s = float(scores[r, j])
+            if s != float("-inf"):
+                finished[r].append((_norm(s, history.shape[1], cfg.length_penalty), history[r * k + j].tolist()))
+
+
+def _best(finished, b: int, cfg: BeamConfig, device) -> BeamOutput:
+    best = [max(f, key=lambda h: h[0]) for f in finished]
+    width = max(len(t) for _, t in best)
+    tokens = torch.full((b, width), cfg.pad_id, dtype=torch.long, device=device)
+    for r, (_, t) in enumerate(best):
+        tokens[r, : len(t)] = torch.tensor(t, dtype=torch.long)
+    return BeamOutput(tokens, torch.tensor([s for s, _ in best]))

@@ -1,0 +1,230 @@
+"""The Transformer encoder-decoder (spec part 2; Vaswani et al. 2017, "Attention Is All You Need").
+
+    memory = Encoder(Embed(src) )                      N x [self-attention, FFN]
+    hidden = Decoder(Embed(tgt), memory)                N x [masked self-attention, cross-attention, FFN]
+    logits = hidden W_E^T                               output projection tied to the target embedding
+
+Embeddings are scaled by sqrt(d_model) and summed with sinusoidal (or learned) positions. Each sub-layer
+has a residual connection and LayerNorm after it (post-norm, the paper's) or before it (pre-norm). The
+layers are the shared :class:`attnkit.layers.TransformerLayer`; decoding goes through
+:class:`TransformerSession` (a :class:`attnkit.decoding.DecoderSession`), whose per-layer KV caches make
+each step O(t) and compute the encoder's keys/values once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+from attnkit.attention.cache import KVCache
+from attnkit.attention.masks import padding_mask
+from attnkit.layers import Embeddings, LayerCache, TransformerLayer
+
+
+@dataclass
+class TransformerConfig:
+    """Shape and options of a :class:`Transformer` (saved as ``config.json`` beside the weights).
+
+    share_embeddings: one embedding table for source and target (needs one joint vocabulary);
+    tie_output: the output projection is the target embedding matrix (the paper's weight sharing);
+    final_norm: a LayerNorm after the last encoder and decoder layer (needed by pre-norm; default: on
+    exactly when ``norm_first``); max_len: the largest position + 1 of source and target sequences.
+    """
+
+    src_vocab_size: int = 37000
+    tgt_vocab_size: int = 37000
+    d_model: int = 512
+    num_heads: int = 8
+    d_ff: int = 2048
+    num_encoder_layers: int = 6
+    num_decoder_layers: int = 6
+    dropout: float = 0.1
+    attn_dropout: float | None = None
+    activation: str = "relu"
+    norm_first: bool = False
+    final_norm: bool | None = None
+    positions: str = "sinusoidal"
+    max_len: int = 256
+    share_embeddings: bool = True
+    tie_output: bool = True
+    pad_id: int = 0
+    bos_id: int = 1
+    eos_id: int = 2
+    eps: float = 1e-5
+    model_type: str = "transformer"
+
+    def __post_init__(self) -> None:
+        if self.final_norm is None:
+            self.final_norm = self.norm_first
+        if self.share_embeddings and self.src_vocab_size != self.tgt_vocab_size:
+            raise ValueError(
+                f"share_embeddings needs one vocabulary, got src {self.src_vocab_size} != tgt {self.tgt_vocab_size}"
+            )
+        if self.d_model % self.num_heads:
+            raise ValueError(f"d_model ({self.d_model}) must be a multiple of num_heads ({self.num_heads})")
+
+    # Presets: the paper's two models and smaller ones that train on a CPU.
+    @classmethod
+    def base(cls, **kw) -> TransformerConfig:
+        return cls(**{**dict(d_model=512, num_heads=8, d_ff=2048, num_encoder_layers=6, num_decoder_layers=6,
+                             dropout=0.1), **kw})
+
+    @classmethod
+    def big(cls, **kw) -> TransformerConfig:
+        return cls(**{**dict(d_model=1024, num_heads=16, d_ff=4096, num_encoder_layers=6, num_decoder_layers=6,
+                             dropout=0.3), **kw})
+
+    @classmethod
+    def small(cls, **kw) -> TransformerConfig:
+        """About 8M parameters with a 10k vocabulary: Multi30k in an hour on 2 CPU cores."""
+        return cls(**{**dict(d_model=256, num_heads=4, d_ff=1024, num_encoder_layers=3, num_decoder_layers=3,
+                             dropout=0.1), **kw})
+
+    @classmethod
+    def tiny(cls, **kw) -> TransformerConfig:
+        """For tests and the demo: seconds to minutes on a CPU."""
+        return cls(**{**dict(d_model=64, num_heads=4, d_ff=128, num_encoder_layers=2, num_decoder_layers=2,
+                             dropout=0.0), **kw})
+
+    @classmethod
+    def preset(cls, name: str, **kw) -> TransformerConfig:
+        if name not in PRESETS:
+            raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
+        return getattr(cls, name)(**kw)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TransformerConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path) -> TransformerConfig:
+        return cls.from_dict(json.loads(Path(path).read_text()))
+
+
+PRESETS = ("base", "big", "small", "tiny")
+
+
+class DecoderOutput(NamedTuple):
+    hidden: Tensor  # [B, T, E]
+    cross_weights: list[Tensor] | None  # per decoder layer [B, H, T, S] when need_weights
+
+
+class Transformer(nn.Module):
+    """Encoder-decoder Transformer. Token ids are [B, S] (source) and [B, T] (target, starting with BOS)."""
+
+    def __init__(self, config: TransformerConfig) -> None:
+        super().__init__()
+        c = self.config = config
+        self.src_embed = self._embeddings(c.src_vocab_size)
+        self.tgt_embed = self.src_embed if c.share_embeddings else self._embeddings(c.tgt_vocab_size)
+        self.encoder = nn.ModuleList(self._layer(False) for _ in range(c.num_encoder_layers))
+        self.decoder = nn.ModuleList(self._layer(True) for _ in range(c.num_decoder_layers))
+        self.encoder_norm = nn.LayerNorm(c.d_model, eps=c.eps) if c.final_norm else None
+        self.decoder_norm = nn.LayerNorm(c.d_model, eps=c.eps) if c.final_norm else None
+        self.output = nn.Linear(c.d_model, c.tgt_vocab_size, bias=False)
+        if c.tie_output:
+            self.output.weight = self.tgt_embed.tokens.weight
+        self._init_weights()
+
+    def _embeddings(self, vocab: int) -> Embeddings:
+        c = self.config
+        return Embeddings(vocab, c.d_model, c.max_len, positions=c.positions, scale=True, dropout=c.dropout,
+                          padding_idx=c.pad_id)
+
+    def _layer(self, cross: bool) -> TransformerLayer:
+        c = self.config
+        return TransformerLayer(c.d_model, c.num_heads, c.d_ff, dropout=c.dropout, attn_dropout=c.attn_dropout,
+                                activation=c.activation, norm_first=c.norm_first, cross_attention=cross, eps=c.eps)
+
+    def _init_weights(self) -> None:
+        """Xavier-uniform matrices (as nn.Transformer); embeddings N(0, d^-1/2) so that the sqrt(d)-scaled
+        tokens have unit variance (and tied output logits start small)."""
+        for name, p in self.named_parameters():
+            if p.dim() > 1 and "embed" not in name:
+                nn.init.xavier_uniform_(p)
+        for emb in {id(self.src_embed): self.src_embed, id(self.tgt_embed): self.tgt_embed}.values():
+            nn.init.normal_(emb.tokens.weight, std=self.config.d_model**-0.5)
+            with torch.no_grad():
+                emb.tokens.weight[self.config.pad_id].zero_()
+            if emb.positions == "learned":
+                nn.init.normal_(emb.position.weight, std=0.02)
+
+    def source_mask(self, src: Tensor) -> Tensor:
+        """src [B, S] -> padding mask [B, 1, 1, S] (True = real token)."""
+        return padding_mask(src != self.config.pad_id)
+
+    def encode(self, src: Tensor, src_mask: Tensor | None = None) -> Tensor:
+        """src [B, S] ids -> memory [B, S, E]. src_mask: [B, 1, 1, S] (default: from padding)."""
+        src_mask = self.source_mask(src) if src_mask is None else src_mask
+        x = self.src_embed(src)
+        for layer in self.encoder:
+            x = layer(x, mask=src_mask).x
+        return self.encoder_norm(x) if self.encoder_norm is not None else x
+
+    def decode(
+        self, tgt: Tensor, memory: Tensor, memory_mask: Tensor | None, *, caches: list[LayerCache] | None = None,
+        offset: int = 0, need_weights: bool = False,
+    ) -> DecoderOutput:
+        """tgt [B, T] ids at positions offset.. offset+T-1; memory [B, S, E]; memory_mask [B, 1, 1, S].
+        Each target position sees only itself and earlier ones (causal) and every real source token."""
+        x = self.tgt_embed(tgt, offset=offset)
+        weights: list[Tensor] = []
+        for i, layer in enumerate(self.decoder):
+            out = layer(x, causal=True, memory=memory, memory_mask=memory_mask,
+                        cache=None if caches is None else caches[i], need_weights=need_weights)
+            x = out.x
+            if need_weights:
+                weights.append(out.cross_weights)
+        x = self.decoder_norm(x) if self.decoder_norm is not None else x
+        return DecoderOutput(x, weights if need_weights else None)
+
+    def forward(self, src: Tensor, tgt: Tensor) -> Tensor:
+        """src [B, S], tgt [B, T] (teacher forcing input) -> logits [B, T, V_tgt]."""
+        src_mask = self.source_mask(src)
+        memory = self.encode(src, src_mask)
+        return self.output(self.decode(tgt, memory, src_mask).hidden)
+
+    def start_decoding(self, src: Tensor, max_len: int | None = None) -> TransformerSession:
+        """Encode ``src`` [B, S] once and return a DecoderSession for up to ``max_len`` target tokens."""
+        return TransformerSession(self, src, max_len or self.config.max_len)
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+
+class TransformerSession:
+    """DecoderSession of a Transformer: the encoder output plus one LayerCache per decoder layer
+    (self-attention cache of ``max_len`` positions, cross-attention cache filled once at the first step)."""
+
+    def __init__(self, model: Transformer, src: Tensor, max_len: int) -> None:
+        self.model = model
+        self.memory_mask = model.source_mask(src)  # [B, 1, 1, S]
+        self.memory = model.encode(src, self.memory_mask)  # [B, S, E]
+        s = src.shape[1]
+        self.caches = [LayerCache(KVCache(max_len), KVCache(s)) for _ in model.decoder]
+        self.offset = 0
+
+    def step(self, tokens: Tensor) -> Tensor:
+        """tokens [B, t] -> logits [B, t, V] (appended to the caches)."""
+        out = self.model.decode(tokens, self.memory, self.memory_mask, caches=self.caches, offset=self.offset)
+        self.offset += tokens.shape[1]
+        return self.model.output(out.hidden)
+
+    def reorder(self, index: Tensor) -> None:
+        self.memory = self.memory.index_select(0, index)
+        self.memory_mask = self.memory_mask.index_select(0, index)
+        for cache in self.caches:
+            cache.reorder(index)
