@@ -17,6 +17,7 @@ from attnkit.errors import AttnkitError
 # Each module defines ``register(subparsers)``; a parser's ``func(args) -> int | None`` runs the command.
 COMMAND_MODULES = [
     "attnkit.cli.demo",
+    "attnkit.cli.attention_demo",
     "attnkit.cli.translate",
     "attnkit.cli.lm",
     "attnkit.cli.mlm",
