@@ -176,9 +176,9 @@ class _Trainer:
     def _resume(self, ckpt: Path) -> None:
         ck.load_model_weights(self.model, ckpt, self.task.family)
         state = ck.load_training_state(ckpt, map_location="cpu")
+        base_lrs = [g["initial_lr"] for g in self.optimizer.param_groups]  # peak lrs of this run's config
         try:
             self.optimizer.load_state_dict(state["optimizer"])
-            self.scheduler.load_state_dict(state["scheduler"])
             self.scaler.load_state_dict(state["scaler"])
             self.step = int(state["step"])
             self.elapsed_before = float(state["elapsed_s"])
@@ -191,6 +191,10 @@ class _Trainer:
         else:  # another number of processes: data position is still exact, random streams are not
             ck.restore_rng_state(rng[0])
             torch.manual_seed(self.cfg.seed + 1000 * self.step + self.info.rank)
+        # The schedule is a function of the step under the *current* config (--lr, --steps may change).
+        for group, lr in zip(self.optimizer.param_groups, base_lrs, strict=True):
+            group["initial_lr"] = lr
+        self.scheduler = build_scheduler(self.optimizer, self.cfg, last_step=self.step)
         self.result.resumed_from = self.step
         self.result.checkpoint = ckpt
 
@@ -218,8 +222,7 @@ class _Trainer:
         try:
             with _StopFlag() as stop:
                 while self.step < self.cfg.max_steps:
-                    over_time = self.cfg.time_limit_s is not None and time.monotonic() - started > self.cfg.time_limit_s
-                    loss, tokens, stopping = self._one_step(stream, stop.raised or over_time)
+                    loss, tokens, stopping = self._one_step(stream, lambda: stop.raised or self._over_time(started))
                     self.result.losses.append(loss)
                     window["loss"] += loss * tokens
                     window["tokens"] += tokens
@@ -244,7 +247,10 @@ class _Trainer:
         self.result.step = self.step
         return self.result
 
-    def _one_step(self, stream: BatchStream, want_stop: bool) -> tuple[float, float, bool]:
+    def _over_time(self, started: float) -> bool:
+        return self.cfg.time_limit_s is not None and time.monotonic() - started > self.cfg.time_limit_s
+
+    def _one_step(self, stream: BatchStream, want_stop: Callable[[], bool]) -> tuple[float, float, bool]:
         cfg, info = self.cfg, self.info
         micro = stream.next_step(cfg.grad_accum, info.rank, info.world)
         counts = [int(self.task.count(b)) for b in micro]
@@ -263,7 +269,7 @@ class _Trainer:
                     raise ValueError(f"task.loss counted {int(out[1])} targets but task.count said {counts[j]}")
                 self.scaler.scale(summed.float() * (info.world / total)).backward()
             loss_sum += summed.detach().double()
-        stats = torch.stack([loss_sum, torch.tensor(float(want_stop), dtype=torch.float64, device=self.device)])
+        stats = torch.stack([loss_sum, torch.tensor(float(want_stop()), dtype=torch.float64, device=self.device)])
         D.all_reduce_sum(stats, info)
         loss, stopping = stats[0].item() / total, stats[1].item() > 0
         if not math.isfinite(loss):
@@ -318,7 +324,7 @@ class _Trainer:
         rngs = D.all_gather_objects(ck.capture_rng_state(), self.info)
         if self.info.is_main:
             state = {
-                "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
                 "scaler": self.scaler.state_dict(), "step": self.step, "position": position.to_dict(),
                 "elapsed_s": self.elapsed_before + time.monotonic() - started, "rng": rngs,
                 "world": self.info.world,

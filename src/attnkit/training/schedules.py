@@ -64,6 +64,11 @@ def schedule_from_config(cfg: TrainConfig) -> Schedule:
     return Schedule(cfg.schedule, cfg.warmup, cfg.max_steps, cfg.min_lr / cfg.lr)
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig) -> torch.optim.lr_scheduler.LambdaLR:
-    """A ``LambdaLR`` following ``cfg.schedule``; call ``.step()`` once after each optimizer update."""
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, schedule_from_config(cfg))
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, cfg: TrainConfig, last_step: int = 0
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """A ``LambdaLR`` following ``cfg.schedule``; call ``.step()`` once after each optimizer update.
+
+    ``last_step`` > 0 (resuming after that many updates) needs ``initial_lr`` in every param group.
+    """
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, schedule_from_config(cfg), last_epoch=last_step - 1)
