@@ -47,7 +47,7 @@ def train(model: RNNSeq2Seq, steps: int, lr: float = 1e-2) -> None:
 )
 def test_overfits_one_batch(cell: str, score: str) -> None:
     torch.manual_seed(0)
-    model = RNNSeq2Seq(RNNSeq2SeqConfig.tiny(V, V, cell=cell, score=score))
+    model = RNNSeq2Seq(RNNSeq2SeqConfig.tiny(src_vocab_size=V, tgt_vocab_size=V, cell=cell, score=score))
     src, tin, tout = reverse_batch(8, 0)
     opt = torch.optim.Adam(model.parameters(), 2e-2)
     first = None
@@ -75,10 +75,10 @@ def test_hard_attention_learns_alignment_by_reinforce() -> None:
     REINFORCE term switched off the scorer gets no gradient at all (the choice is not differentiable),
     so its choices stay near chance (1/L)."""
     torch.manual_seed(0)
-    trained = RNNSeq2Seq(RNNSeq2SeqConfig.tiny(V, V, score="hard"))
+    trained = RNNSeq2Seq(RNNSeq2SeqConfig.tiny(src_vocab_size=V, tgt_vocab_size=V, score="hard"))
     train(trained, 250)
     torch.manual_seed(0)
-    frozen = RNNSeq2Seq(RNNSeq2SeqConfig.tiny(V, V, score="hard", reinforce_weight=0.0))
+    frozen = RNNSeq2Seq(RNNSeq2SeqConfig.tiny(src_vocab_size=V, tgt_vocab_size=V, score="hard", reinforce_weight=0.0))
     before = {k: v.clone() for k, v in frozen.attention.score.state_dict().items()}
     train(frozen, 250)
     for k, v in frozen.attention.score.state_dict().items():
@@ -90,7 +90,7 @@ def test_hard_attention_learns_alignment_by_reinforce() -> None:
 
 
 def test_hard_attention_is_one_hot() -> None:
-    model = RNNSeq2Seq(RNNSeq2SeqConfig.tiny(V, V, score="hard")).eval()
+    model = RNNSeq2Seq(RNNSeq2SeqConfig.tiny(src_vocab_size=V, tgt_vocab_size=V, score="hard")).eval()
     src, tin, _ = reverse_batch(4, 1)
     w = model.run(src, tin).weights
     assert torch.equal(w.sum(-1), torch.ones(4, L))
@@ -101,7 +101,8 @@ def test_hard_attention_is_one_hot() -> None:
 @pytest.mark.parametrize("score", SCORES)
 def test_step_decoding_equals_full_forward(cell: str, score: str) -> None:
     torch.manual_seed(0)
-    model = RNNSeq2Seq(RNNSeq2SeqConfig.tiny(V, V, cell=cell, score=score, num_layers=2)).eval()
+    cfg = RNNSeq2SeqConfig.tiny(src_vocab_size=V, tgt_vocab_size=V, cell=cell, score=score, num_layers=2)
+    model = RNNSeq2Seq(cfg).eval()
     src, tin, _ = reverse_batch(3, 2)
     src[0, 5:] = 0  # padding must be ignored both ways
     full = model.run(src, tin, need_weights=True)
@@ -114,7 +115,7 @@ def test_step_decoding_equals_full_forward(cell: str, score: str) -> None:
 
 def test_padding_does_not_change_the_result() -> None:
     torch.manual_seed(0)
-    model = RNNSeq2Seq(RNNSeq2SeqConfig.tiny(V, V)).eval()
+    model = RNNSeq2Seq(RNNSeq2SeqConfig.tiny(src_vocab_size=V, tgt_vocab_size=V)).eval()
     src, tin, _ = reverse_batch(1, 3)
     padded = torch.cat([src, torch.zeros(1, 4, dtype=torch.long)], 1)
     torch.testing.assert_close(model(padded, tin), model(src, tin), atol=1e-6, rtol=1e-6)
@@ -122,7 +123,7 @@ def test_padding_does_not_change_the_result() -> None:
 
 def test_generate_and_reorder() -> None:
     torch.manual_seed(0)
-    model = RNNSeq2Seq(RNNSeq2SeqConfig.tiny(V, V, score="dot"))
+    model = RNNSeq2Seq(RNNSeq2SeqConfig.tiny(src_vocab_size=V, tgt_vocab_size=V, score="dot"))
     train(model, 200)
     src, _, tout = reverse_batch(16, 5)
     out = generate(model.start_decoding(src), torch.full((16, 1), BOS), GenerationConfig(max_new_tokens=L))
@@ -134,9 +135,23 @@ def test_generate_and_reorder() -> None:
     torch.testing.assert_close(logits, ref)
 
 
+def test_loss_sum_matches_cross_entropy_and_adds_reinforce() -> None:
+    src, tin, tout = reverse_batch(4, 7)
+    tout[0, 4:] = 0
+    soft = RNNSeq2Seq(RNNSeq2SeqConfig.tiny(src_vocab_size=V, tgt_vocab_size=V))
+    total, count = soft.loss_sum(src, tin, tout)
+    ref = torch.nn.functional.cross_entropy(soft(src, tin).transpose(1, 2), tout, ignore_index=0)
+    torch.testing.assert_close(total / count, ref)
+    assert int(count) == 4 * L - 3
+    hard = RNNSeq2Seq(RNNSeq2SeqConfig.tiny(src_vocab_size=V, tgt_vocab_size=V, score="hard")).eval()
+    hard_total, _ = hard.loss_sum(src, tin, tout)  # eval: argmax choices, same as run()
+    ce = torch.nn.functional.cross_entropy(hard(src, tin).transpose(1, 2), tout, ignore_index=0)
+    assert not torch.allclose(hard_total / count, ce)
+
+
 def test_config_json_and_errors() -> None:
-    cfg = RNNSeq2SeqConfig.tiny(V, V, cell="lstm", score="bilinear")
-    assert RNNSeq2SeqConfig.from_json(cfg.to_json()) == cfg
+    cfg = RNNSeq2SeqConfig.tiny(src_vocab_size=V, tgt_vocab_size=V, cell="lstm", score="bilinear")
+    assert RNNSeq2SeqConfig.from_dict(cfg.to_dict()) == cfg
     with pytest.raises(ValueError, match="cell"):
         RNNSeq2SeqConfig(5, 5, cell="rnn")
     with pytest.raises(ValueError, match="score"):

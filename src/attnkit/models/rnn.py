@@ -18,8 +18,10 @@ Interface shared with the Transformer (``attnkit.models.transformer``): ``encode
 
 from __future__ import annotations
 
+import dataclasses
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
+from pathlib import Path
 from typing import NamedTuple
 
 import torch
@@ -36,6 +38,7 @@ from attnkit.attention import (
     SoftAttention,
     reinforce_loss,
 )
+from attnkit.training.losses import LossSum, smoothed_cross_entropy
 
 CELLS = ("gru", "lstm")
 SCORES = ("additive", "dot", "scaled_dot", "bilinear", "hard")
@@ -47,8 +50,8 @@ class RNNSeq2SeqConfig:
     attention with the ``hard_score`` scoring function); d_emb / d_hidden: embedding and state widths
     (the encoder's outputs, both directions together, are d_hidden wide); num_layers of each RNN."""
 
-    src_vocab_size: int
-    tgt_vocab_size: int
+    src_vocab_size: int = 8000
+    tgt_vocab_size: int = 8000
     d_emb: int = 256
     d_hidden: int = 256
     num_layers: int = 1
@@ -58,7 +61,10 @@ class RNNSeq2SeqConfig:
     bidirectional: bool = True
     dropout: float = 0.1
     pad_id: int = 0
+    bos_id: int = 1
+    eos_id: int = 2
     reinforce_weight: float = 1.0
+    model_type: str = "rnn"
 
     def __post_init__(self) -> None:
         if self.cell not in CELLS:
@@ -71,19 +77,39 @@ class RNNSeq2SeqConfig:
             raise ValueError(f"a bidirectional encoder needs an even d_hidden, got {self.d_hidden}")
 
     @classmethod
-    def tiny(cls, src_vocab_size: int, tgt_vocab_size: int, **kw) -> RNNSeq2SeqConfig:
-        return cls(src_vocab_size, tgt_vocab_size, d_emb=32, d_hidden=32, dropout=0.0, **kw)
+    def tiny(cls, **kw) -> RNNSeq2SeqConfig:
+        """For tests and the demo: seconds on a CPU."""
+        return cls(**{**dict(d_emb=32, d_hidden=32, dropout=0.0), **kw})
 
     @classmethod
-    def base(cls, src_vocab_size: int, tgt_vocab_size: int, **kw) -> RNNSeq2SeqConfig:
-        return cls(src_vocab_size, tgt_vocab_size, **kw)
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2)
+    def small(cls, **kw) -> RNNSeq2SeqConfig:
+        return cls(**{**dict(d_emb=256, d_hidden=256, num_layers=1, dropout=0.1), **kw})
 
     @classmethod
-    def from_json(cls, text: str) -> RNNSeq2SeqConfig:
-        return cls(**json.loads(text))
+    def base(cls, **kw) -> RNNSeq2SeqConfig:
+        """Close to Luong et al.'s 1000-unit models, scaled down: 2 layers of 512."""
+        return cls(**{**dict(d_emb=512, d_hidden=512, num_layers=2, dropout=0.2), **kw})
+
+    @classmethod
+    def preset(cls, name: str, **kw) -> RNNSeq2SeqConfig:
+        if name not in ("tiny", "small", "base"):
+            raise ValueError(f"unknown preset {name!r}; choose one of ['base', 'small', 'tiny']")
+        return getattr(cls, name)(**kw)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> RNNSeq2SeqConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path) -> RNNSeq2SeqConfig:
+        return cls.from_dict(json.loads(Path(path).read_text()))
 
 
 def make_score(name: str, query_dim: int, key_dim: int) -> Score:
@@ -126,9 +152,9 @@ def _select_state(state: State, index: Tensor) -> State:
 class RNNSeq2Seq(nn.Module):
     """GRU/LSTM encoder-decoder whose decoder attends over the encoder states (see the module doc)."""
 
-    def __init__(self, cfg: RNNSeq2SeqConfig) -> None:
+    def __init__(self, config: RNNSeq2SeqConfig) -> None:
         super().__init__()
-        self.cfg = cfg
+        self.config = self.cfg = cfg = config
         rnn = nn.GRU if cfg.cell == "gru" else nn.LSTM
         drop = cfg.dropout if cfg.num_layers > 1 else 0.0
         enc_hidden = cfg.d_hidden // 2 if cfg.bidirectional else cfg.d_hidden
@@ -195,26 +221,32 @@ class RNNSeq2Seq(nn.Module):
         out, _ = self.decode(tgt_in, self.encode(src), need_weights=need_weights)
         return out
 
-    def loss(self, src: Tensor, tgt_in: Tensor, tgt_out: Tensor, *, label_smoothing: float = 0.0) -> Tensor:
-        """Mean token cross-entropy (pad_id ignored); with hard attention, plus the REINFORCE loss of the
-        attention choices with reward = -(token loss), baseline = the batch's mean reward."""
+    def loss_sum(self, src: Tensor, tgt_in: Tensor, tgt_out: Tensor, *, smoothing: float = 0.0) -> LossSum:
+        """The training loss as LossSum(total, count) (the shared loop's convention): summed token
+        cross-entropy (pad_id ignored); with hard attention plus, per target token, the REINFORCE loss of
+        its attention choice with reward = -(its token loss) and baseline = the batch's mean reward."""
         out = self.run(src, tgt_in)
-        v = out.logits.shape[-1]
-        token_nll = nn.functional.cross_entropy(
-            out.logits.reshape(-1, v), tgt_out.reshape(-1), ignore_index=self.cfg.pad_id,
-            label_smoothing=label_smoothing, reduction="none",
-        ).view_as(tgt_out)  # (B, T)
-        keep = tgt_out != self.cfg.pad_id
-        ce = token_nll[keep].mean()
+        ce = smoothed_cross_entropy(out.logits, tgt_out, smoothing=smoothing, ignore_index=self.cfg.pad_id)
         if out.log_prob is None:
             return ce
-        reward = -token_nll.detach()[keep]
-        rl = reinforce_loss(out.log_prob[keep], reward, reward.mean())
-        return ce + self.cfg.reinforce_weight * rl
+        keep = tgt_out != self.cfg.pad_id
+        logp = torch.log_softmax(out.logits.detach().float(), -1)
+        reward = logp.gather(-1, tgt_out.unsqueeze(-1)).squeeze(-1)[keep]  # -(token NLL), (N,)
+        rl = reinforce_loss(out.log_prob[keep], reward, reward.mean())  # a mean over the N tokens
+        return LossSum(ce.total + self.cfg.reinforce_weight * rl * ce.count, ce.count)
 
-    def start_decoding(self, src: Tensor) -> RNNSession:
-        """Encode ``src`` [B, S] once; the returned session decodes step by step (a DecoderSession)."""
+    def loss(self, src: Tensor, tgt_in: Tensor, tgt_out: Tensor, *, smoothing: float = 0.0) -> Tensor:
+        """``loss_sum`` as a mean per target token."""
+        total, count = self.loss_sum(src, tgt_in, tgt_out, smoothing=smoothing)
+        return total / count.clamp(min=1)
+
+    def start_decoding(self, src: Tensor, max_len: int | None = None) -> RNNSession:
+        """Encode ``src`` [B, S] once; the returned session decodes step by step (a DecoderSession).
+        ``max_len`` is accepted for the Transformer's signature; an RNN state has no length limit."""
         return RNNSession(self, self.encode(src))
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
 
 
 class RNNSession:
