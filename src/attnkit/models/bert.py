@@ -1,0 +1,304 @@
+"""BERT (spec part 2, item 5): a bidirectional Transformer encoder trained with a masked-LM objective.
+
+BERT is the Transformer's encoder alone: token + learned position + token-type embeddings followed by
+LayerNorm, then post-norm encoder layers with GELU, all attending over every real token (a padding mask,
+no causal mask). It is built from the same :class:`~attnkit.layers.Embeddings` and
+:class:`~attnkit.layers.TransformerLayer` as the Transformer and GPT; only the arguments differ.
+
+Heads: masked-LM (transform + decoder tied to the token embeddings), sequence classification (on the
+pooled [CLS] output) and token classification. Hugging Face conversion lives in
+:mod:`attnkit.models.hf.bert` (``from_hf``/``to_hf`` here only delegate to it).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from attnkit.attention.masks import padding_mask
+from attnkit.errors import CheckpointError
+from attnkit.layers import Embeddings, TransformerLayer
+
+CONFIG_FILE = "bert_config.json"
+
+
+@dataclass
+class BERTConfig:
+    """Shapes and regularisation of a BERT encoder (saved as JSON beside the weights)."""
+
+    vocab_size: int = 30522  # V
+    n_layers: int = 12
+    n_heads: int = 12  # H
+    d_model: int = 768  # E
+    d_ff: int = 3072  # intermediate size
+    max_positions: int = 512
+    type_vocab_size: int = 2
+    dropout: float = 0.1  # hidden dropout (embeddings, sub-layer outputs, heads)
+    attn_dropout: float = 0.1  # on attention weights
+    eps: float = 1e-12  # LayerNorm epsilon
+    pad_id: int = 0
+
+    def __post_init__(self) -> None:
+        if self.d_model % self.n_heads:
+            raise ValueError(f"d_model ({self.d_model}) must be a multiple of n_heads ({self.n_heads})")
+        for name in ("vocab_size", "n_layers", "n_heads", "d_model", "d_ff", "max_positions"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+
+    # Presets: the paper's two sizes, MiniLM-L6's shape, and small ones that train on 2 CPU cores.
+    @classmethod
+    def base(cls, **kw) -> BERTConfig:
+        return cls(**kw)
+
+    @classmethod
+    def large(cls, **kw) -> BERTConfig:
+        return cls(**{"n_layers": 24, "n_heads": 16, "d_model": 1024, "d_ff": 4096, **kw})
+
+    @classmethod
+    def minilm(cls, **kw) -> BERTConfig:
+        return cls(**{"n_layers": 6, "n_heads": 12, "d_model": 384, "d_ff": 1536, **kw})
+
+    @classmethod
+    def small(cls, **kw) -> BERTConfig:
+        return cls(**{"n_layers": 4, "n_heads": 4, "d_model": 256, "d_ff": 1024, "max_positions": 128, **kw})
+
+    @classmethod
+    def mini(cls, **kw) -> BERTConfig:
+        return cls(**{"n_layers": 2, "n_heads": 4, "d_model": 128, "d_ff": 512, "max_positions": 128, **kw})
+
+    @classmethod
+    def tiny(cls, **kw) -> BERTConfig:
+        return cls(**{"n_layers": 2, "n_heads": 2, "d_model": 32, "d_ff": 64, "max_positions": 64, **kw})
+
+    @classmethod
+    def preset(cls, name: str, **kw) -> BERTConfig:
+        if name not in PRESETS:
+            raise ValueError(f"unknown BERT preset {name!r}; choose one of {sorted(PRESETS)}")
+        return getattr(cls, name)(**kw)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> BERTConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise CheckpointError(f"unknown BERT config fields {unknown}")
+        return cls(**d)
+
+    def save(self, directory: str | Path) -> None:
+        (Path(directory) / CONFIG_FILE).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, directory: str | Path) -> BERTConfig:
+        path = Path(directory) / CONFIG_FILE
+        try:
+            return cls.from_dict(json.loads(path.read_text()))
+        except (OSError, json.JSONDecodeError, TypeError) as exc:
+            raise CheckpointError(f"{path}: cannot read the BERT configuration ({exc})") from None
+
+
+PRESETS = ("base", "large", "minilm", "small", "mini", "tiny")
+
+
+class BERTOutput(NamedTuple):
+    hidden: Tensor  # [B, T, E] last layer's hidden states
+    pooled: Tensor | None  # [B, E] tanh(W h_[CLS] + b), or None without a pooler
+
+
+class LogitsOutput(NamedTuple):
+    logits: Tensor  # masked LM [B, T, V]; sequence classification [B, C]; token classification [B, T, C]
+    hidden: Tensor  # [B, T, E]
+
+
+def _hf_to_mask(attention_mask: Tensor | None) -> Tensor | None:
+    """Hugging Face's attention_mask (1 = real token) [B, T] -> attnkit's mask [B, 1, 1, T]."""
+    return None if attention_mask is None else padding_mask(attention_mask)
+
+
+class BERT(nn.Module):
+    """The BERT encoder: embeddings, ``n_layers`` post-norm GELU encoder layers and an optional pooler."""
+
+    def __init__(self, config: BERTConfig, *, pooler: bool = True) -> None:
+        super().__init__()
+        c = config
+        self.config = c
+        self.embeddings = Embeddings(
+            c.vocab_size, c.d_model, c.max_positions, positions="learned", type_vocab_size=c.type_vocab_size,
+            layer_norm=True, eps=c.eps, dropout=c.dropout, padding_idx=c.pad_id,
+        )
+        self.layers = nn.ModuleList(
+            TransformerLayer(
+                c.d_model, c.n_heads, c.d_ff, dropout=c.dropout, attn_dropout=c.attn_dropout,
+                activation="gelu", norm_first=False, eps=c.eps,
+            )
+            for _ in range(c.n_layers)
+        )
+        self.pooler = nn.Linear(c.d_model, c.d_model) if pooler else None
+        self.apply(_init_weights)
+
+    def forward(
+        self, input_ids: Tensor, attention_mask: Tensor | None = None, token_type_ids: Tensor | None = None
+    ) -> BERTOutput:
+        """input_ids [B, T]; attention_mask [B, T] (1/True = real token, 0 = padding; None = all real);
+        token_type_ids [B, T] (segment A = 0, B = 1; None = all 0). Returns hidden [B, T, E], pooled [B, E]."""
+        x = self.encode(input_ids, attention_mask, token_type_ids)  # (B, T, E)
+        pooled = torch.tanh(self.pooler(x[:, 0])) if self.pooler is not None else None  # (B, E)
+        return BERTOutput(x, pooled)
+
+    def encode(
+        self, input_ids: Tensor, attention_mask: Tensor | None = None, token_type_ids: Tensor | None = None
+    ) -> Tensor:
+        """The last layer's hidden states [B, T, E] (``forward`` without the pooler)."""
+        if input_ids.dim() != 2:
+            raise ValueError(f"input_ids must be [B, T], got shape {tuple(input_ids.shape)}")
+        if attention_mask is not None and attention_mask.shape != input_ids.shape:
+            raise ValueError(
+                f"attention_mask {tuple(attention_mask.shape)} must match input_ids {tuple(input_ids.shape)}"
+            )
+        x = self.embeddings(input_ids, token_type_ids=token_type_ids)  # (B, T, E)
+        mask = _hf_to_mask(attention_mask)  # (B, 1, 1, T)
+        for layer in self.layers:
+            x = layer(x, mask=mask).x
+        return x
+
+    @classmethod
+    def from_hf(cls, path: str | Path) -> BERT:
+        """Load a Hugging Face BERT directory (BertModel or any Bert*-with-head checkpoint's encoder)."""
+        from attnkit.models.hf.bert import load_bert
+
+        return load_bert(path, cls)
+
+    def to_hf(self, path: str | Path) -> None:
+        """Write a directory that ``transformers.BertModel.from_pretrained`` loads."""
+        from attnkit.models.hf.bert import save_bert
+
+        save_bert(self, path)
+
+
+class MLMHead(nn.Module):
+    """BERT's masked-LM head: dense, GELU, LayerNorm, then a decoder tied to the token embeddings."""
+
+    def __init__(self, config: BERTConfig) -> None:
+        super().__init__()
+        self.dense = nn.Linear(config.d_model, config.d_model)
+        self.norm = nn.LayerNorm(config.d_model, eps=config.eps)
+        self.bias = nn.Parameter(torch.zeros(config.vocab_size))
+
+    def forward(self, hidden: Tensor, embedding_weight: Tensor) -> Tensor:
+        """hidden [..., E], the token embedding matrix [V, E] (the tied decoder) -> logits [..., V]."""
+        h = self.norm(F.gelu(self.dense(hidden)))
+        return F.linear(h, embedding_weight, self.bias)
+
+
+class BERTForMaskedLM(nn.Module):
+    """BERT with the masked-LM head (no pooler, as Hugging Face's BertForMaskedLM)."""
+
+    def __init__(self, config: BERTConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.bert = BERT(config, pooler=False)
+        self.mlm = MLMHead(config)
+        self.mlm.apply(_init_weights)
+
+    def forward(
+        self, input_ids: Tensor, attention_mask: Tensor | None = None, token_type_ids: Tensor | None = None
+    ) -> LogitsOutput:
+        """input_ids [B, T] -> logits [B, T, V] (every position; the loss picks the masked ones)."""
+        hidden = self.bert.encode(input_ids, attention_mask, token_type_ids)
+        return LogitsOutput(self.mlm(hidden, self.bert.embeddings.tokens.weight), hidden)
+
+    @classmethod
+    def from_hf(cls, path: str | Path) -> BERTForMaskedLM:
+        from attnkit.models.hf.bert import load_bert
+
+        return load_bert(path, cls)
+
+    def to_hf(self, path: str | Path) -> None:
+        from attnkit.models.hf.bert import save_bert
+
+        save_bert(self, path)
+
+
+class BERTForSequenceClassification(nn.Module):
+    """Sentence classification from the pooled [CLS] output: dropout, then a linear layer to C classes."""
+
+    def __init__(self, config: BERTConfig, num_labels: int) -> None:
+        super().__init__()
+        if num_labels < 1:
+            raise ValueError(f"num_labels must be >= 1, got {num_labels}")
+        self.config, self.num_labels = config, num_labels
+        self.bert = BERT(config, pooler=True)
+        self.dropout = nn.Dropout(config.dropout)
+        self.classifier = nn.Linear(config.d_model, num_labels)
+        self.classifier.apply(_init_weights)
+
+    def forward(
+        self, input_ids: Tensor, attention_mask: Tensor | None = None, token_type_ids: Tensor | None = None
+    ) -> LogitsOutput:
+        """input_ids [B, T] -> logits [B, C]."""
+        out = self.bert(input_ids, attention_mask, token_type_ids)
+        return LogitsOutput(self.classifier(self.dropout(out.pooled)), out.hidden)
+
+    @classmethod
+    def from_hf(cls, path: str | Path, num_labels: int) -> BERTForSequenceClassification:
+        """Encoder (and pooler, classifier when present) from a Hugging Face directory; the rest is new."""
+        from attnkit.models.hf.bert import load_bert
+
+        return load_bert(path, cls, num_labels=num_labels)
+
+
+class BERTForTokenClassification(nn.Module):
+    """A label per token (e.g. named entities): dropout, then a linear layer on every hidden state."""
+
+    def __init__(self, config: BERTConfig, num_labels: int) -> None:
+        super().__init__()
+        if num_labels < 1:
+            raise ValueError(f"num_labels must be >= 1, got {num_labels}")
+        self.config, self.num_labels = config, num_labels
+        self.bert = BERT(config, pooler=False)
+        self.dropout = nn.Dropout(config.dropout)
+        self.classifier = nn.Linear(config.d_model, num_labels)
+        self.classifier.apply(_init_weights)
+
+    def forward(
+        self, input_ids: Tensor, attention_mask: Tensor | None = None, token_type_ids: Tensor | None = None
+    ) -> LogitsOutput:
+        """input_ids [B, T] -> logits [B, T, C]."""
+        hidden = self.bert.encode(input_ids, attention_mask, token_type_ids)
+        return LogitsOutput(self.classifier(self.dropout(hidden)), hidden)
+
+
+def _init_weights(module: nn.Module) -> None:
+    """BERT's initialisation: normal(0, 0.02) for linear and embedding weights, zero biases, unit norms."""
+    if isinstance(module, nn.Linear):
+        nn.init.normal_(module.weight, std=0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.Embedding):
+        nn.init.normal_(module.weight, std=0.02)
+        if module.padding_idx is not None:
+            with torch.no_grad():
+                module.weight[module.padding_idx].zero_()
+    elif isinstance(module, nn.LayerNorm):
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)
+
+
+def mean_pool(hidden: Tensor, attention_mask: Tensor | None, normalize: bool = True) -> Tensor:
+    """Sentence embeddings (Sentence-BERT's mean pooling): the mean of the real tokens' hidden states,
+    optionally L2-normalised. hidden [B, T, E], attention_mask [B, T] (1 = real) -> [B, E]."""
+    if attention_mask is None:
+        pooled = hidden.mean(1)
+    else:
+        m = attention_mask.to(hidden.dtype).unsqueeze(-1)  # (B, T, 1)
+        pooled = (hidden * m).sum(1) / m.sum(1).clamp(min=1e-9)
+    return F.normalize(pooled, p=2, dim=-1) if normalize else pooled
