@@ -139,3 +139,16 @@ def test_run_dir_files(tmp_path) -> None:
     assert json.loads((tmp_path / "train_config.json").read_text())["max_steps"] == 3
     rec = read_metrics(tmp_path)[0]
     assert {"step", "loss", "lr", "tokens_per_s", "elapsed_s"} <= set(rec)
+
+
+@pytest.mark.slow  # torch.compile on CPU takes about a minute here; the prefix logic is tested fast
+def test_compiled_training_equals_plain_and_its_checkpoint_loads_both_ways(tmp_path) -> None:
+    plain, m_plain = _run(tmp_path / "plain", dropout=0.0, max_steps=4)
+    compiled, m_compiled = _run(tmp_path / "compiled", dropout=0.0, max_steps=4, compile=True)
+    assert compiled.losses == pytest.approx(plain.losses, abs=1e-5, rel=0)
+    model = ToyModel()
+    load_model_weights(model, tmp_path / "compiled", family="toy")  # into a plain model
+    torch.testing.assert_close(model.out.weight, m_compiled.out.weight, rtol=0, atol=0)
+    back = torch.compile(ToyModel())
+    load_model_weights(back, tmp_path / "plain", family="toy")  # and a plain checkpoint into a compiled one
+    torch.testing.assert_close(back._orig_mod.out.weight, m_plain.out.weight, rtol=0, atol=0)

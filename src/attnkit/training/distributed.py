@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
@@ -65,7 +66,8 @@ def setup(device_name: str = "auto") -> DistInfo:
     here = False
     if not dist.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
-        dist.init_process_group(backend=backend, rank=rank, world_size=world)
+        # Rank 0 evaluates alone while the others wait in the next collective: allow long evaluations.
+        dist.init_process_group(backend=backend, rank=rank, world_size=world, timeout=timedelta(hours=1))
         here = True
     return DistInfo(rank, world, local_rank, device, here)
 

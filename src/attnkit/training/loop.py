@@ -79,10 +79,13 @@ def move_to(batch: Any, device: torch.device) -> Any:
 
 
 class _StopFlag:
-    """First SIGINT/SIGTERM: finish the step, checkpoint, return.  Second one: the old handler."""
+    """First SIGINT/SIGTERM: finish the step, checkpoint, return.  A second Ctrl-C (SIGINT) more than a
+    second later: the previous handler (abort).  Further SIGTERMs are ignored, because torchrun answers a
+    Ctrl-C by sending SIGTERM to its workers, and then SIGKILL after a grace period anyway."""
 
     def __init__(self) -> None:
         self.raised = False
+        self._first = 0.0
         self._old: dict[int, Any] = {}
 
     def __enter__(self) -> _StopFlag:
@@ -92,11 +95,11 @@ class _StopFlag:
         return self
 
     def _handle(self, signum: int, frame: Any) -> None:
-        if self.raised:  # asked twice: stop now
+        if not self.raised:
+            self.raised, self._first = True, time.monotonic()
+        elif signum == signal.SIGINT and time.monotonic() - self._first > 1.0:  # Ctrl-C again: stop now
             self.__exit__()
             signal.raise_signal(signum)
-            return
-        self.raised = True
 
     def __exit__(self, *exc: object) -> None:
         for sig, old in self._old.items():
@@ -254,7 +257,9 @@ class _Trainer:
         cfg, info = self.cfg, self.info
         micro = stream.next_step(cfg.grad_accum, info.rank, info.world)
         counts = [int(self.task.count(b)) for b in micro]
-        total = float(D.all_reduce_sum(torch.tensor(float(sum(counts)), device=self.device), info).item())
+        total = float(sum(counts))
+        if info.distributed:
+            total = float(D.all_reduce_sum(torch.tensor(total, device=self.device), info).item())
         if total <= 0:
             raise AttnkitError(f"step {self.step + 1}: the batches have no target tokens to train on")
         self.net.train()
@@ -281,7 +286,7 @@ class _Trainer:
             )
         self.scaler.unscale_(self.optimizer)
         clip = cfg.clip_norm if cfg.clip_norm is not None else math.inf
-        self.grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip))
+        self.grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)  # synced when logged
         self.lr = self.optimizer.param_groups[0]["lr"]
         self.scaler.step(self.optimizer)
         self.scaler.update()
@@ -299,7 +304,7 @@ class _Trainer:
         now = time.monotonic()
         rec = {
             "kind": "train", "step": self.step, "epoch": stream.position.epoch,
-            "loss": window["loss"] / max(window["tokens"], 1.0), "lr": self.lr, "grad_norm": self.grad_norm,
+            "loss": window["loss"] / max(window["tokens"], 1.0), "lr": self.lr, "grad_norm": float(self.grad_norm),
             "tokens_per_s": window["tokens"] / max(now - window["t"], 1e-9),
             "elapsed_s": self.elapsed_before + now - started,
         }
