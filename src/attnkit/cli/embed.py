@@ -1,16 +1,117 @@
-"""`attnkit embed`: placeholder until its issue lands (the command group is registered but not built yet)."""
+"""`attnkit embed` (one sentence vector per input line) and `attnkit similar` (cosine top-k in a corpus).
+
+    attnkit embed --model DIR|RUN [--format npy|jsonl] < lines > vectors
+    attnkit similar --model DIR|RUN --corpus FILE --query TEXT -k 5
+
+DIR is a Hugging Face BERT directory (e.g. all-MiniLM-L6-v2), RUN an attnkit BERT run. Vectors are
+mean-pooled, L2-normalised last hidden states (Sentence-BERT), computed in length-sorted batches.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import sys
 
-from attnkit.errors import AttnkitError
+import numpy as np
+
+from attnkit.data.tsv import decode_lines, read_lines
+from attnkit.errors import InputError
+
+
+def note(message: str, indices: list[int], base: int = 1, what: str = "line") -> None:
+    """One stderr line about some input lines (``indices`` 0-based; printed ``base``-based, a few shown)."""
+    if not indices:
+        return
+    shown = ", ".join(str(i + base) for i in indices[:10]) + (", ..." if len(indices) > 10 else "")
+    print(f"attnkit: note: {len(indices)} {what}(s) {message} ({what} {shown})", file=sys.stderr)
+
+
+def stdin_lines() -> list[str]:
+    return decode_lines(sys.stdin.buffer.read(), "<stdin>")
+
+
+def input_notes(lines: list[str], truncated: list[int], unknown: list[int], max_length: int) -> None:
+    note("empty: embedded as [CLS] [SEP]", [i for i, s in enumerate(lines) if not s.strip()])
+    note(f"longer than the model's maximum of {max_length} tokens: truncated", truncated)
+    note("contain characters unknown to the vocabulary (read as [UNK])", unknown)
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="Hugging Face BERT directory or attnkit BERT run")
+    p.add_argument("--batch-size", type=int, default=32, help="sentences per batch (default %(default)s)")
+    p.add_argument("--max-length", type=int, default=None, help="tokens kept per sentence (default: model's)")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("embed", help="(not built yet)")
-    p.set_defaults(func=_run)
+    p = sub.add_parser("embed", help="sentence embeddings, one vector per input line (stdin -> stdout)")
+    _add_model_args(p)
+    p.add_argument("--format", choices=("npy", "jsonl"), default="npy", help="output format (default npy)")
+    p.set_defaults(func=_embed)
+    q = sub.add_parser("similar", help="the corpus lines most similar to a query (cosine of embeddings)")
+    _add_model_args(q)
+    q.add_argument("--corpus", required=True, help="text file, one sentence per line")
+    q.add_argument("--query", required=True, help="the sentence to search for")
+    q.add_argument("-k", type=int, default=5, help="number of results (default %(default)s)")
+    q.set_defaults(func=_similar)
 
 
-def _run(args: argparse.Namespace) -> int:
-    raise AttnkitError("'attnkit embed' is not built yet")
+def _load(args: argparse.Namespace):  # noqa: ANN202
+    from attnkit.models.bert_tasks import load_encoder
+
+    if args.batch_size < 1:
+        raise InputError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.max_length is not None and args.max_length < 2:
+        raise InputError(f"--max-length must be >= 2, got {args.max_length}")
+    return load_encoder(args.model)
+
+
+def _encode(args: argparse.Namespace, loaded, lines: list[str]):  # noqa: ANN001, ANN202
+    from attnkit.models.sentence_embed import embed_sentences
+
+    model, tok = loaded
+    limit = min(args.max_length or model.config.max_positions, model.config.max_positions)
+    return embed_sentences(model, tok, lines, batch_size=args.batch_size, max_length=limit), limit
+
+
+def _embed(args: argparse.Namespace) -> int:
+    if args.format == "npy" and sys.stdout.isatty():
+        raise InputError("refusing to write binary .npy data to a terminal: redirect stdout or use --format jsonl")
+    loaded = _load(args)
+    lines = stdin_lines()
+    if not lines:
+        raise InputError("no input lines on stdin (one sentence per line expected)")
+    out, limit = _encode(args, loaded, lines)
+    input_notes(lines, out.truncated, out.unknown, limit)
+    vectors = out.vectors.numpy().astype(np.float32)
+    if args.format == "npy":
+        np.save(sys.stdout.buffer, vectors)
+        sys.stdout.buffer.flush()
+    else:
+        for v in vectors:
+            sys.stdout.write(json.dumps([round(float(x), 7) for x in v]) + "\n")
+    return 0
+
+
+def _similar(args: argparse.Namespace) -> int:
+    if args.k < 1:
+        raise InputError(f"-k must be >= 1, got {args.k}")
+    if not args.query.strip():
+        raise InputError("--query is empty")
+    loaded = _load(args)
+    corpus = read_lines(args.corpus)
+    keep = [i for i, s in enumerate(corpus) if s.strip()]
+    if not keep:
+        raise InputError(f"{args.corpus}: no non-empty lines to search")
+    texts = [corpus[i] for i in keep]
+    out, limit = _encode(args, loaded, texts + [args.query])
+    note(f"longer than the model's maximum of {limit} tokens: truncated",
+         [keep[i] for i in out.truncated if i < len(keep)])
+    if len(keep) in out.truncated:
+        print(f"attnkit: note: the query is longer than {limit} tokens: truncated", file=sys.stderr)
+    vecs = out.vectors
+    scores = vecs[:-1] @ vecs[-1]  # (N,) cosine: the vectors are unit length
+    top = scores.topk(min(args.k, len(texts)))
+    for score, j in zip(top.values.tolist(), top.indices.tolist(), strict=True):
+        sys.stdout.write(f"{score:.4f}\t{keep[j] + 1}\t{texts[j]}\n")
+    return 0

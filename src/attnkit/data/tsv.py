@@ -39,14 +39,7 @@ def read_tsv(path: str | Path) -> LabelledText:
     recognised). Raises InputError listing the line numbers of rows without exactly one tab, with an
     empty label or with an empty sentence."""
     path = Path(path)
-    try:
-        raw = path.read_bytes().decode("utf-8")
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read ({exc.strerror})") from None
-    except UnicodeDecodeError as exc:
-        line = raw_line_of(path.read_bytes(), exc.start)
-        raise InputError(f"{path}:{line}: not valid UTF-8 text") from None
-    lines = raw.splitlines()
+    lines = read_lines(path)
     label_col, start = 0, 0
     if lines:
         head = tuple(f.strip().lower() for f in lines[0].split("\t"))
@@ -91,3 +84,22 @@ def holdout_split(n: int, fraction: float = 0.1, seed: int = 0) -> tuple[list[in
     order = np.random.default_rng(seed).permutation(n).tolist()
     k = max(1, round(fraction * n)) if n > 1 else 0
     return sorted(order[: n - k]), sorted(order[n - k :])
+
+
+def decode_lines(data: bytes, source: str) -> list[str]:
+    """UTF-8 text -> its lines (line breaks removed; an empty line stays an empty string). InputError
+    naming the line of the first byte that is not UTF-8."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{source}:{raw_line_of(data, exc.start)}: not valid UTF-8 text") from None
+    return text.splitlines()
+
+
+def read_lines(path: str | Path) -> list[str]:
+    """The lines of a UTF-8 text file (InputError if missing or not UTF-8)."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read ({exc.strerror})") from None
+    return decode_lines(data, str(path))

@@ -210,11 +210,14 @@ class BERTForMaskedLM(nn.Module):
         self.mlm.apply(_init_weights)
 
     def forward(
-        self, input_ids: Tensor, attention_mask: Tensor | None = None, token_type_ids: Tensor | None = None
+        self, input_ids: Tensor, attention_mask: Tensor | None = None, token_type_ids: Tensor | None = None,
+        *, select: Tensor | None = None,
     ) -> LogitsOutput:
-        """input_ids [B, T] -> logits [B, T, V] (every position; the loss picks the masked ones)."""
+        """input_ids [B, T] -> logits [B, T, V]; with ``select`` (bool [B, T], e.g. the masked positions)
+        only those positions' logits, [N, V] in row-major order (the V-wide head is the costly part)."""
         hidden = self.bert.encode(input_ids, attention_mask, token_type_ids)
-        return LogitsOutput(self.mlm(hidden, self.bert.embeddings.tokens.weight), hidden)
+        h = hidden if select is None else hidden[select]  # (B, T, E) or (N, E)
+        return LogitsOutput(self.mlm(h, self.bert.embeddings.tokens.weight), hidden)
 
     @classmethod
     def from_hf(cls, path: str | Path) -> BERTForMaskedLM:
