@@ -171,7 +171,13 @@ class _Trainer:
                 if hasattr(self.task, "save_extra"):
                     self.task.save_extra(self.run_dir)
         else:
-            self._resume(latest)
+            try:
+                self._resume(latest)
+            except CheckpointError as exc:
+                older = ck.list_checkpoints(self.run_dir)[:-1]
+                if not older:
+                    raise
+                raise CheckpointError(f"{exc} (delete {latest} to resume from {older[-1].name})") from None
         if self.info.is_main:
             self.cfg.save(self.run_dir / "train_config.json")
             self.log.truncate_after(self.step)
