@@ -1,0 +1,129 @@
+"""Open a model for the viewer and collect its attention on a text: attnkit translation runs (Transformer
+or RNN), BERT runs, and Hugging Face GPT-2 or BERT directories.
+
+``attention_maps(path, text, target)`` is the library form of ``attnkit viz``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from attnkit.errors import CheckpointError, InputError
+from attnkit.viz.weights import AttentionMaps, bert_weights, gpt_weights, rnn_weights, to_maps, transformer_weights
+
+
+@dataclass
+class Viewable:
+    """A model ready for the viewer: family "translation" | "gpt" | "bert", the model, and what it
+    needs to turn text into ids and ids into labels."""
+
+    family: str
+    model: nn.Module
+    tokenizer: Any
+    extra: Any = None  # translation: the Translator (target tokenizer, decoding)
+
+
+def open_model(path: str | Path) -> Viewable:
+    """An attnkit run directory (run.json) or a Hugging Face directory (config.json)."""
+    path = Path(path)
+    if not path.is_dir():
+        raise CheckpointError(f"{path}: no such run or model directory")
+    if (path / "run.json").is_file():
+        meta = json.loads((path / "run.json").read_text())
+        family = meta.get("family")
+        if family == "translation":
+            from attnkit.models.seq2seq import load_run
+
+            translator = load_run(path)
+            return Viewable("translation", translator.model.eval(), translator.src_tok, translator)
+        if family in ("bert-mlm", "bert-classify"):
+            from attnkit.models.bert_tasks import load_run as load_bert_run
+
+            model, tok, _ = load_bert_run(path)
+            return Viewable("bert", model.eval(), tok)
+        raise CheckpointError(f"{path}: 'attnkit viz' cannot show a {family!r} run yet (translation and BERT "
+                              "runs, and Hugging Face GPT-2 / BERT directories, are supported)")
+    if (path / "config.json").is_file():
+        model_type = json.loads((path / "config.json").read_text()).get("model_type")
+        if model_type == "gpt2":
+            from attnkit.models.hf.gpt2 import load_gpt2
+
+            model, tok = load_gpt2(path)
+            if tok is None:
+                raise CheckpointError(f"{path}: no tokenizer files beside the GPT-2 weights")
+            return Viewable("gpt", model.eval(), tok)
+        if model_type == "bert":
+            from attnkit.models.bert import BERT
+            from attnkit.tokenizers.wordpiece import WordPiece
+
+            return Viewable("bert", BERT.from_hf(path).eval(), WordPiece.from_dir(path))
+        raise CheckpointError(f"{path}: model_type {model_type!r} is not a GPT-2 or BERT model")
+    raise CheckpointError(f"{path}: neither an attnkit run (run.json) nor a Hugging Face directory (config.json)")
+
+
+def _labels(tokenizer: Any, ids: list[int]) -> list[str]:
+    inner = getattr(tokenizer, "tokenizer", tokenizer)
+    out = []
+    for i in ids:
+        tok = inner.id_to_token(i)
+        out.append((tok if tok is not None else str(i)).replace("\u0120", "\u2581").replace("\u010a", "\\n"))
+    return out
+
+
+def attention_maps(view: Viewable, text: str, target: str | None = None, max_tokens: int = 256) -> AttentionMaps:
+    """The attention of ``view``'s model on ``text`` (a translation model on ``text`` -> ``target``; without
+    a target, its own greedy translation). Inputs longer than ``max_tokens`` tokens are an InputError."""
+    if not text.strip():
+        raise InputError("--text is empty")
+    if view.family == "translation":
+        return _translation_maps(view, text, target, max_tokens)
+    if target is not None:
+        raise InputError(f"--target is for translation models; this is a {view.family.upper()} model")
+    if view.family == "gpt":
+        ids = view.tokenizer.encode(text)
+        _check_len(ids, min(max_tokens, view.model.config.block_size))
+        labels = _labels(view.tokenizer, ids)
+        collected = gpt_weights(view.model, torch.tensor([ids]))
+        return to_maps(collected, "GPT", {"decoder": (labels, labels)})
+    ids = view.tokenizer.encode([text]).ids[0]
+    _check_len(ids, max_tokens)
+    labels = _labels(view.tokenizer, ids)
+    collected = bert_weights(view.model, torch.tensor([ids]))
+    return to_maps(collected, "BERT", {"encoder": (labels, labels)})
+
+
+def _translation_maps(view: Viewable, text: str, target: str | None, max_tokens: int) -> AttentionMaps:
+    from attnkit.models.rnn import RNNSeq2Seq
+    from attnkit.tokenizers.subword import BOS_ID
+
+    translator = view.extra
+    src = translator.src_tok.encode(text)
+    _check_len(src, min(max_tokens, translator.max_len))
+    if target is None:
+        tgt = translator.translate_ids([src])[0]
+    else:
+        tgt = translator.tgt_tok.encode(target)
+    # The decoder reads BOS y1..yn and predicts y1..yn EOS: label each query by the token it reads.
+    tgt_in = [BOS_ID] + tgt
+    _check_len(tgt_in, translator.max_len)
+    src_labels = _labels(translator.src_tok, src)
+    tgt_labels = _labels(translator.tgt_tok, tgt_in)
+    src_t, tgt_t = torch.tensor([src]), torch.tensor([tgt_in])
+    labels = {"encoder": (src_labels, src_labels), "decoder": (tgt_labels, tgt_labels),
+              "cross": (tgt_labels, src_labels)}
+    if isinstance(view.model, RNNSeq2Seq):
+        return to_maps(rnn_weights(view.model, src_t, tgt_t), "RNN encoder-decoder", labels)
+    return to_maps(transformer_weights(view.model, src_t, tgt_t), "Transformer", labels)
+
+
+def _check_len(ids: list[int], limit: int) -> None:
+    if len(ids) > limit:
+        raise InputError(f"the text has {len(ids)} tokens; the viewer takes at most {limit}")
+    if not ids:
+        raise InputError("the text has no tokens")
