@@ -1,8 +1,9 @@
-"""Autoregressive generation: greedy and sampling (temperature, top-k, top-p) over a DecoderSession."""
+"""Autoregressive generation: greedy and sampling (temperature, top-k, top-p) over a DecoderSession, and
+``generate_text``, the same on text through a tokenizer (prompts of different lengths left-padded)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 import torch
@@ -72,12 +73,18 @@ def _next_token(logits: Tensor, cfg: GenerationConfig, generator: torch.Generato
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
 
-@torch.no_grad()
 def generate(session: DecoderSession, prompt: Tensor, cfg: GenerationConfig) -> Tensor:
     """Feed ``prompt`` [B, T0] to the session, then generate up to ``cfg.max_new_tokens`` tokens.
 
     Returns the new tokens [B, T_new] (T_new <= max_new_tokens: generation stops early once every row
-    has emitted a stop token; rows that stopped earlier are filled with ``cfg.pad_id``)."""
+    has emitted a stop token; rows that stopped earlier are filled with ``cfg.pad_id``). Runs under
+    ``torch.inference_mode``; the result is an ordinary tensor, usable in autograd afterwards."""
+    with torch.inference_mode():
+        tokens = _generate(session, prompt, cfg)
+    return tokens.clone()
+
+
+def _generate(session: DecoderSession, prompt: Tensor, cfg: GenerationConfig) -> Tensor:
     if prompt.dim() != 2 or prompt.shape[1] == 0:
         raise ValueError(f"prompt must be [B, T0] with T0 >= 1, got {tuple(prompt.shape)}")
     generator = None
@@ -101,3 +108,71 @@ def generate(session: DecoderSession, prompt: Tensor, cfg: GenerationConfig) -> 
     if not out:
         return prompt.new_zeros(b, 0)
     return torch.stack(out, dim=1)
+
+
+class PromptedModel(Protocol):
+    """A model that opens a DecoderSession for a (left-padded) prompt batch, e.g. ``attnkit.models.gpt.GPT``."""
+
+    def session(self, prompt_mask: Tensor | None = None, max_len: int | None = None) -> DecoderSession: ...
+
+
+class TextCodec(Protocol):
+    """What generate_text needs of a tokenizer (``attnkit.tokenizers.char.TextTokenizer``)."""
+
+    def encode(self, text: str) -> list[int]: ...
+
+    def decode(self, ids: list[int]) -> str: ...
+
+
+def left_pad(rows: list[list[int]], pad_id: int = 0) -> tuple[Tensor, Tensor]:
+    """Token-id lists of different lengths -> (ids [B, T0], mask [B, T0]), padded on the left so that every
+    row ends at the last column (where generation continues). mask: True = real token."""
+    if not rows or min(len(r) for r in rows) == 0:
+        raise ValueError("left_pad needs at least one row and no empty row")
+    t0 = max(len(r) for r in rows)
+    ids = torch.full((len(rows), t0), pad_id, dtype=torch.long)
+    mask = torch.zeros(len(rows), t0, dtype=torch.bool)
+    for i, r in enumerate(rows):
+        ids[i, t0 - len(r) :] = torch.tensor(r, dtype=torch.long)
+        mask[i, t0 - len(r) :] = True
+    return ids, mask
+
+
+def generate_text(
+    model: PromptedModel, tokenizer: TextCodec, prompts: list[str | list[int]], cfg: GenerationConfig,
+    device: torch.device | str = "cpu", context: int | None = None,
+) -> list[str]:
+    """Continue each prompt (text, or token ids); returns the generated text of each (without the prompt,
+    up to and including a stop token). Prompts of different lengths are decoded together (left-padded),
+    each exactly as it would be alone.
+
+    ``context``: the model's maximum length. When prompt + new tokens would exceed it, generation goes on
+    in windows: once the context is full, the last ``context // 2`` tokens of each row are fed again as a
+    fresh prompt (positions restart at 0, as nanoGPT's cropping does). None: no windowing (the session
+    raises ValueError when its cache is full)."""
+    rows = [tokenizer.encode(p) if isinstance(p, str) else list(p) for p in prompts]
+    if context is not None and max(len(r) for r in rows) > context:
+        raise ValueError(f"a prompt is longer than the context of {context} tokens")
+    new: list[list[int]] = [[] for _ in rows]
+    active = list(range(len(rows)))
+    chunk = 0
+    while active and len(new[active[0]]) < cfg.max_new_tokens:
+        keep = None if chunk == 0 or context is None else context // 2
+        feed = [(rows[i] + new[i])[-keep if keep else 0 :] for i in active]
+        ids, mask = left_pad(feed, cfg.pad_id)
+        room = cfg.max_new_tokens - len(new[active[0]])
+        if context is not None:
+            room = min(room, context - ids.shape[1])
+        step_cfg = replace(cfg, max_new_tokens=room, seed=None if cfg.seed is None else cfg.seed + chunk)
+        session = model.session(prompt_mask=mask.to(device), max_len=ids.shape[1] + room)
+        out = generate(session, ids.to(device), step_cfg).tolist()
+        still = []
+        for i, row in zip(active, out, strict=True):
+            stop = next((j for j, tok in enumerate(row) if tok in cfg.stop_tokens), None)
+            new[i] += row if stop is None else row[: stop + 1]
+            if stop is None and len(row) == room:
+                still.append(i)
+        active, chunk = still, chunk + 1
+        if context is None:
+            break
+    return [tokenizer.decode(r) for r in new]

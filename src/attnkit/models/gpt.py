@@ -1,0 +1,249 @@
+"""GPT (spec part 2, item 5): a unidirectional language model built from the Transformer decoder.
+
+Each token sees only its left context. The model is the decoder stack without encoder-decoder attention:
+token + learned position embeddings, pre-norm causal ``TransformerLayer`` blocks (GELU MLP), a final
+LayerNorm and an output projection tied to the token embeddings (GPT-2's layout). Attention, feed-forward
+and normalisation are attnkit's shared blocks; nothing here re-implements them.
+
+Decoding goes through :meth:`GPT.session`, a :class:`~attnkit.decoding.DecoderSession` with one
+preallocated KV cache per layer, driven by :func:`attnkit.decoding.generate`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from attnkit.attention.cache import KVCache
+from attnkit.attention.masks import padding_mask
+from attnkit.errors import CheckpointError
+from attnkit.layers.blocks import LayerCache, TransformerLayer
+from attnkit.layers.embeddings import Embeddings
+
+CONFIG_FILE = "gpt_config.json"
+
+
+@dataclass
+class GPTConfig:
+    """Shapes and options of a GPT. ``block_size`` is the context length (number of learned positions);
+    ``d_ff`` defaults to 4 * n_embd; ``tie_embeddings`` shares the token embedding with the output head."""
+
+    vocab_size: int = 50257
+    block_size: int = 1024
+    n_layer: int = 12
+    n_head: int = 12
+    n_embd: int = 768
+    d_ff: int | None = None
+    dropout: float = 0.0
+    bias: bool = True
+    tie_embeddings: bool = True
+    layer_norm_eps: float = 1e-5
+
+    def __post_init__(self) -> None:
+        if min(self.vocab_size, self.block_size, self.n_layer, self.n_head, self.n_embd) <= 0:
+            raise ValueError(f"GPTConfig sizes must be positive: {self}")
+        if self.n_embd % self.n_head:
+            raise ValueError(f"n_embd ({self.n_embd}) must be a multiple of n_head ({self.n_head})")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+
+    @property
+    def ffn_dim(self) -> int:
+        return self.d_ff or 4 * self.n_embd
+
+    # ------------------------------------------------------------------------------------- presets
+    @classmethod
+    def gpt2(cls, **overrides) -> GPTConfig:
+        """GPT-2 small (124M parameters): 12 layers, 12 heads, 768 wide, 1024 positions, 50257 tokens."""
+        return cls(**overrides)
+
+    @classmethod
+    def shakespeare_char(cls, **overrides) -> GPTConfig:
+        """nanoGPT's CPU configuration for characters: 4 layers, 4 heads, 128 wide, context 64."""
+        base = dict(vocab_size=65, block_size=64, n_layer=4, n_head=4, n_embd=128, dropout=0.0)
+        return cls(**{**base, **overrides})
+
+    @classmethod
+    def tiny(cls, **overrides) -> GPTConfig:
+        """A model for tests and smoke runs: 2 layers, 2 heads, 32 wide, context 32."""
+        base = dict(vocab_size=256, block_size=32, n_layer=2, n_head=2, n_embd=32)
+        return cls(**{**base, **overrides})
+
+    @classmethod
+    def preset(cls, name: str, **overrides) -> GPTConfig:
+        """A named preset (see PRESETS) with fields overridden, e.g. ``preset("gpt2", vocab_size=65)``."""
+        if name not in PRESETS:
+            raise ValueError(f"unknown GPT preset {name!r}; choose one of {sorted(PRESETS)}")
+        return getattr(cls, PRESETS[name])(**overrides)
+
+    # ------------------------------------------------------------------------------------------ JSON
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> GPTConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown GPTConfig fields: {unknown}")
+        return cls(**d)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
+
+    @classmethod
+    def load(cls, path: str | Path) -> GPTConfig:
+        try:
+            return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
+        except (OSError, ValueError, TypeError) as exc:
+            raise CheckpointError(f"{path}: not a readable GPT configuration ({exc})") from None
+
+
+PRESETS = {"gpt2": "gpt2", "shakespeare-char": "shakespeare_char", "tiny": "tiny"}
+
+
+class GPT(nn.Module):
+    """Decoder-only causal language model. ``forward(idx [B, T], mask [B, T] | None) -> logits [B, T, V]``."""
+
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        c = self.config = config
+        self.embed = Embeddings(c.vocab_size, c.n_embd, c.block_size, positions="learned", dropout=c.dropout)
+        self.layers = nn.ModuleList(
+            TransformerLayer(
+                c.n_embd, c.n_head, c.ffn_dim, dropout=c.dropout, activation="gelu_tanh", norm_first=True,
+                eps=c.layer_norm_eps, bias=c.bias,
+            )
+            for _ in range(c.n_layer)
+        )
+        self.norm = nn.LayerNorm(c.n_embd, eps=c.layer_norm_eps, bias=c.bias)
+        self.lm_head = nn.Linear(c.n_embd, c.vocab_size, bias=False)
+        if c.tie_embeddings:
+            self.lm_head.weight = self.embed.tokens.weight
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        """GPT-2's initialisation: N(0, 0.02), residual projections scaled by 1/sqrt(2 * n_layer)."""
+        for m in self.modules():
+            if isinstance(m, (nn.Linear, nn.Embedding)):
+                nn.init.normal_(m.weight, mean=0.0, std=0.02)
+            if isinstance(m, nn.Linear) and m.bias is not None:
+                nn.init.zeros_(m.bias)
+        for layer in self.layers:
+            for proj in (layer.self_attn.out_proj, layer.ffn.fc2):
+                nn.init.normal_(proj.weight, mean=0.0, std=0.02 / math.sqrt(2 * self.config.n_layer))
+
+    def num_parameters(self) -> int:
+        """Parameters counted once (a tied head is not counted twice)."""
+        return sum(p.numel() for p in self.parameters())
+
+    def forward(self, idx: Tensor, mask: Tensor | None = None) -> Tensor:
+        """idx [B, T] token ids; mask [B, T] (bool or 0/1, True = real token) or None.
+
+        With a mask, padding keys are never attended to and each row's real tokens get positions
+        0, 1, 2, ... (``cumsum(mask) - 1``), so a left- or right-padded row gets the logits it would get
+        alone at its real positions (values at padding positions are meaningless).
+        Returns logits [B, T, V]."""
+        if idx.dim() != 2:
+            raise ValueError(f"idx must be [B, T], got {tuple(idx.shape)}")
+        t = idx.shape[1]
+        if t > self.config.block_size:
+            raise ValueError(f"sequence length {t} exceeds the context length {self.config.block_size}")
+        positions, attn_mask = None, None
+        if mask is not None:
+            if mask.shape != idx.shape:
+                raise ValueError(f"mask must have idx's shape {tuple(idx.shape)}, got {tuple(mask.shape)}")
+            mask = mask.bool()
+            positions = (mask.long().cumsum(1) - 1).clamp(min=0)  # (B, T)
+            attn_mask = padding_mask(mask)  # (B, 1, 1, T)
+        x = self.embed(idx, positions=positions)  # (B, T, E)
+        for layer in self.layers:
+            x = layer(x, mask=attn_mask, causal=True).x
+        return self.lm_head(self.norm(x))  # (B, T, V)
+
+    def session(self, prompt_mask: Tensor | None = None, max_len: int | None = None) -> GPTSession:
+        """A DecoderSession for :func:`attnkit.decoding.generate`. ``prompt_mask`` [B, T0] marks the real
+        tokens of a padded prompt batch (the first ``step``); ``max_len`` (default: the context length)
+        bounds prompt + generated tokens."""
+        return GPTSession(self, prompt_mask, max_len or self.config.block_size)
+
+    # ------------------------------------------------------------------------- Hugging Face GPT-2
+    @classmethod
+    def from_hf(cls, path: str | Path) -> GPT:
+        """Load a Hugging Face GPT-2 directory (see :mod:`attnkit.models.hf.gpt2`); its tokenizer, if
+        any, is at ``model.tokenizer`` (else None)."""
+        from attnkit.models.hf.gpt2 import load_gpt2
+
+        model, tokenizer = load_gpt2(path)
+        model.tokenizer = tokenizer
+        return model
+
+    def to_hf(self, path: str | Path, tokenizer=None) -> None:
+        """Write a Hugging Face GPT-2 directory that ``transformers`` loads (``GPT2LMHeadModel``)."""
+        from attnkit.models.hf.gpt2 import save_gpt2
+
+        save_gpt2(self, path, tokenizer if tokenizer is not None else getattr(self, "tokenizer", None))
+
+
+class GPTSession:
+    """Incremental decoding of a GPT: per-layer preallocated KV caches, positions and a key mask.
+
+    With ``prompt_mask`` (left padding), each row's real tokens get positions 0, 1, ... and padding keys
+    are masked out, so every row generates exactly what it would generate alone."""
+
+    def __init__(self, model: GPT, prompt_mask: Tensor | None, max_len: int) -> None:
+        if max_len > model.config.block_size:
+            raise ValueError(f"max_len {max_len} exceeds the context length {model.config.block_size}")
+        self.model, self.max_len, self.length = model, max_len, 0
+        self.caches = [LayerCache(self_attn=KVCache(max_len)) for _ in model.layers]
+        self.prompt_mask = None if prompt_mask is None or bool(prompt_mask.all()) else prompt_mask.bool()
+        self.key_mask: Tensor | None = None  # (B, max_len), True = real token; only with padding
+        self.next_pos: Tensor | None = None  # (B,) position of each row's next token; only with padding
+
+    def _positions(self, tokens: Tensor) -> Tensor | None:
+        """Positions [B, t] of this step's tokens (None: the default offset + arange, no padding)."""
+        b, t = tokens.shape
+        if self.length == 0 and self.prompt_mask is not None:
+            if self.prompt_mask.shape != tokens.shape:
+                raise ValueError(
+                    f"prompt_mask {tuple(self.prompt_mask.shape)} does not match the prompt {tuple(tokens.shape)}"
+                )
+            self.key_mask = torch.ones(b, self.max_len, dtype=torch.bool, device=tokens.device)
+            self.key_mask[:, :t] = self.prompt_mask
+            counts = self.prompt_mask.long().cumsum(1)
+            self.next_pos = counts[:, -1].clone()
+            return (counts - 1).clamp(min=0)
+        if self.next_pos is None:
+            return None
+        positions = self.next_pos[:, None] + torch.arange(t, device=tokens.device)  # (B, t)
+        self.next_pos += t
+        return positions
+
+    def step(self, tokens: Tensor) -> Tensor:
+        """tokens [B, t] -> logits [B, t, V]; appends them to the caches."""
+        t = tokens.shape[1]
+        if self.length + t > self.max_len:
+            raise ValueError(f"cannot decode past {self.max_len} tokens ({self.length} done, {t} more)")
+        model = self.model
+        positions = self._positions(tokens)
+        x = model.embed(tokens, positions=positions, offset=self.length)  # (B, t, E)
+        end = self.length + t
+        mask = None if self.key_mask is None else self.key_mask[:, None, None, :end]  # (B, 1, 1, S)
+        # A single newest query may see every cached key, so only a multi-token step needs the causal mask.
+        causal = t > 1
+        for layer, cache in zip(model.layers, self.caches, strict=True):
+            x = layer(x, mask=mask, causal=causal, cache=cache).x
+        self.length = end
+        return model.lm_head(model.norm(x))  # (B, t, V)
+
+    def reorder(self, index: Tensor) -> None:
+        for cache in self.caches:
+            cache.reorder(index)
+        if self.key_mask is not None and self.next_pos is not None:
+            self.key_mask = self.key_mask.index_select(0, index)
+            self.next_pos = self.next_pos.index_select(0, index)
