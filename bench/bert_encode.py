@@ -10,6 +10,12 @@ Also checks that both give the same vectors.
 
 from __future__ import annotations
 
+import os
+
+# Idle OpenMP threads sleep instead of spinning: on a shared 2-core machine spinning threads of several
+# processes slow each other down by 10-100x (measured here); a benchmark alone is not affected.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 import argparse
 import gzip
 import time
