@@ -29,7 +29,7 @@ body { font-family: sans-serif; margin: 12px; color: #222; background: #fff; }
 .sentence { margin: 6px 0; line-height: 1.9; max-width: 1200px; }
 .sentence span { padding: 2px 3px; margin: 1px; border-radius: 3px; cursor: default; }
 #queries span:hover, #queries span.focus { outline: 2px solid #d60; }
-#matrix { display: grid; gap: 0; margin-top: 10px; }
+#matrix { display: grid; justify-content: start; gap: 0; margin-top: 10px; }
 #matrix div { width: __CELL__px; height: __CELL__px; box-sizing: border-box; }
 #matrix div.rl { width: auto; min-width: 40px; padding-right: 4px; font-size: 11px; text-align: right;
   white-space: nowrap; overflow: hidden; line-height: __CELL__px; cursor: default; }
@@ -109,7 +109,10 @@ body { font-family: sans-serif; margin: 12px; color: #222; background: #fff; }
         m.appendChild(c);
       }
     });
-    const first = m.querySelector(".cell");
+  }
+  function measure() {
+    // Where the first cell landed, for tests that read a screenshot (after every other element is laid out).
+    const m = $("matrix"), first = m.querySelector(".cell");
     if (first) {
       const r = first.getBoundingClientRect();
       m.dataset.left = r.left + window.scrollX; m.dataset.top = r.top + window.scrollY; m.dataset.cell = CELL;
@@ -149,7 +152,7 @@ body { font-family: sans-serif; margin: 12px; color: #222; background: #fff; }
   function render() {
     const k = kindData();
     fill($("layer"), k.layers, state.layer); fill($("head"), k.heads, state.head);
-    renderSentences(k); renderMatrix(k); setFocus(state.focus);
+    renderSentences(k); renderMatrix(k); setFocus(state.focus); measure();
   }
   const ks = $("kind");
   DATA.kinds.forEach(k => {

@@ -47,7 +47,14 @@ def open_model(path: str | Path) -> Viewable:
 
             model, tok, _ = load_bert_run(path)
             return Viewable("bert", model.eval(), tok)
-        raise CheckpointError(f"{path}: 'attnkit viz' cannot show a {family!r} run yet (translation and BERT "
+        if family == "gpt":
+            import argparse
+
+            from attnkit.cli.lm import load_lm
+
+            model, tok = load_lm(argparse.Namespace(run_dir=path, hf=None, device="cpu"))
+            return Viewable("gpt", model.eval(), tok)
+        raise CheckpointError(f"{path}: 'attnkit viz' cannot show a {family!r} run (translation, GPT and BERT "
                               "runs, and Hugging Face GPT-2 / BERT directories, are supported)")
     if (path / "config.json").is_file():
         model_type = json.loads((path / "config.json").read_text()).get("model_type")
