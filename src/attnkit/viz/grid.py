@@ -56,7 +56,7 @@ def plot_grid(amap: AttentionMap, path: str | Path, title: str | None = None) ->
     cell = min(max(2.0, 0.12 * max(tq, tk)), 6.0)
     fig, axes = plt.subplots(n_layers, n_heads, figsize=(cell * n_heads + 1.5, cell * n_layers + 1.2),
                              squeeze=False)
-    max_labels = max(4, int(cell * 6))
+    max_labels = max(4, int(cell * 8))
     for layer in range(n_layers):
         for head in range(n_heads):
             ax = axes[layer][head]
