@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
+from typing import NamedTuple
 
 import pytest
 import torch
 from _training_toy import ToyModel, ToyTask
 
-from attnkit.errors import AttnkitError, CheckpointError
-from attnkit.training import TrainConfig, TrainingDivergedError, latest_checkpoint, load_model_weights, train
+from attnkit.errors import AttnkitError, CheckpointError, InputError
+from attnkit.training import (
+    TrainConfig,
+    TrainingDivergedError,
+    latest_checkpoint,
+    load_model_weights,
+    move_to,
+    train,
+)
 from attnkit.training.metrics import read_metrics
 
 
@@ -152,3 +161,25 @@ def test_compiled_training_equals_plain_and_its_checkpoint_loads_both_ways(tmp_p
     back = torch.compile(ToyModel())
     load_model_weights(back, tmp_path / "plain", family="toy")  # and a plain checkpoint into a compiled one
     torch.testing.assert_close(back._orig_mod.out.weight, m_plain.out.weight, rtol=0, atol=0)
+
+
+def test_move_to_handles_nested_batches() -> None:
+    @dataclasses.dataclass
+    class B:
+        x: torch.Tensor
+        n: int
+
+    class NT(NamedTuple):
+        a: torch.Tensor
+        b: list
+
+    batch = {"d": B(torch.ones(2), 3), "t": NT(torch.zeros(1), [torch.ones(1), "s"])}
+    moved = move_to(batch, torch.device("meta"))
+    assert moved["d"].x.is_meta and moved["d"].n == 3 and isinstance(moved["t"], NT)
+    assert moved["t"].a.is_meta and moved["t"].b[0].is_meta and moved["t"].b[1] == "s"
+
+
+def test_run_dir_that_is_a_file_is_an_input_error(tmp_path) -> None:
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(InputError, match="not a directory"):
+        _run(tmp_path / "f", max_steps=1)

@@ -23,7 +23,7 @@ from torch import Tensor, nn
 
 from attnkit import __version__
 from attnkit.data.resumable import BatchStream, DataPosition
-from attnkit.errors import AttnkitError, CheckpointError
+from attnkit.errors import AttnkitError, CheckpointError, InputError
 from attnkit.training import checkpoint as ck
 from attnkit.training import distributed as D
 from attnkit.training.config import TrainConfig
@@ -159,6 +159,8 @@ class _Trainer:
 
     # ------------------------------------------------------------------------------------------ set-up
     def _prepare_run_dir(self) -> None:
+        if self.run_dir.exists() and not self.run_dir.is_dir():
+            raise InputError(f"{self.run_dir}: exists and is not a directory (give a run directory)")
         if self.info.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             _check_run_family(self.run_dir, self.task.family)
