@@ -149,3 +149,13 @@ def test_bad_directories_raise_checkpoint_errors(tmp_path) -> None:
     (d / "config.json").write_text('{"model_type": "gpt2"}')
     with pytest.raises(CheckpointError, match="not a BERT"):
         BERT.from_hf(d)
+
+
+def test_trained_wordpiece_is_reproducible_and_read_by_transformers(sentences, tmp_path) -> None:
+    a = WordPiece.train(sentences[:500], 300)
+    b = WordPiece.train(sentences[:500], 300)
+    assert a.tokenizer.get_vocab() == b.tokenizer.get_vocab()  # the library alone numbers pieces by hash order
+    a.save(tmp_path)
+    hf = transformers.AutoTokenizer.from_pretrained(tmp_path)
+    assert a.encode(sentences[500:700]).ids == hf(sentences[500:700])["input_ids"]
+    assert WordPiece.from_dir(tmp_path).encode(sentences[500:700]).ids == hf(sentences[500:700])["input_ids"]

@@ -82,9 +82,12 @@ class WordPiece:
             lines, vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=list(SPECIALS),
             show_progress=False,
         )
-        tok = wp._tokenizer
-        tok.post_processor = BertProcessing(("[SEP]", tok.token_to_id("[SEP]")), ("[CLS]", tok.token_to_id("[CLS]")))
-        return cls(tok)
+        # The library's ids depend on hash-map order (they differ between runs); a WordPiece vocabulary
+        # is a set looked up greedily, so renumbering (specials, then sorted) changes nothing but makes
+        # training reproducible.
+        pieces = list(SPECIALS) + sorted(t for t in wp.get_vocab() if t not in SPECIALS)
+        vocab = {t: i for i, t in enumerate(pieces)}
+        return cls(BertWordPieceTokenizer(vocab, lowercase=lowercase, strip_accents=None)._tokenizer)
 
     def save(self, path: str | Path, model_max_length: int = 512) -> None:
         """Write ``tokenizer.json``, ``vocab.txt`` and a ``tokenizer_config.json`` that transformers reads."""
