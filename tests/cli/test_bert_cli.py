@@ -57,8 +57,8 @@ def text_file(tmp_path_factory) -> Path:
     return p
 
 
-MLM_ARGS = ["--preset", "tiny", "--schedule", "constant", "--vocab-size", "60", "--max-tokens", "256", "--quiet", "--warmup", "2",
-            "--lr", "3e-3", "--eval-every", "0"]
+MLM_ARGS = ["--preset", "tiny", "--schedule", "constant", "--vocab-size", "60", "--max-tokens", "256", "--quiet",
+            "--warmup", "2", "--lr", "3e-3", "--eval-every", "0"]
 
 
 @pytest.fixture(scope="module")
