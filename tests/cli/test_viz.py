@@ -53,7 +53,7 @@ def test_translation_run(tmp_path: Path, capsys) -> None:
     assert main(["viz", str(run), "--text", "ein kind", "--out", str(tmp_path / "v2")]) == 0
 
 
-def test_hf_bert_and_gpt2_dirs(tmp_path: Path, capsys) -> None:
+def test_hf_bert_and_gpt2_dirs(gpt_dir: Path, tmp_path: Path, capsys) -> None:
     wp = WordPiece.train(DE + EN, vocab_size=60, min_frequency=1)
     cfg = transformers.BertConfig(vocab_size=wp.vocab_size, hidden_size=16, num_hidden_layers=2,
                                   num_attention_heads=2, intermediate_size=20, max_position_embeddings=32)
@@ -62,9 +62,7 @@ def test_hf_bert_and_gpt2_dirs(tmp_path: Path, capsys) -> None:
     assert main(["viz", str(tmp_path / "bert"), "--text", "a man runs", "--out", str(tmp_path / "vb")]) == 0
     assert {Path(p).name for p in capsys.readouterr().out.split()} == {"encoder.png"}
 
-    bpe = train_bytebpe(EN, vocab_size=270)
-    GPT(GPTConfig.tiny(vocab_size=bpe.vocab_size)).to_hf(tmp_path / "gpt", bpe)
-    assert main(["viz", str(tmp_path / "gpt"), "--text", "a man runs", "--out", str(tmp_path / "vg"),
+    assert main(["viz", str(gpt_dir), "--text", "a man runs", "--out", str(tmp_path / "vg"),
                  "--html"]) == 0
     assert {Path(p).name for p in capsys.readouterr().out.split()} == {"decoder.png", "viewer.html"}
 
@@ -81,15 +79,21 @@ def test_rnn_translation_model() -> None:
     torch.testing.assert_close(cross.weights.sum(-1), torch.ones(1, 1, len(cross.queries)))
 
 
+@pytest.fixture(scope="module")
+def gpt_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("gpt")
+    bpe = train_bytebpe(EN, vocab_size=270)
+    GPT(GPTConfig.tiny(vocab_size=bpe.vocab_size)).to_hf(path, bpe)
+    return path
+
+
 @pytest.mark.parametrize(
     ("extra", "message"),
     [(["--layer", "7"], "--layer 7"), (["--head", "9"], "--head 9"), (["--target", "x"], "--target is for"),
      (["--max-tokens", "2"], "at most 2")],
 )
-def test_user_errors(tmp_path: Path, capsys, extra: list[str], message: str) -> None:
-    bpe = train_bytebpe(EN, vocab_size=270)
-    GPT(GPTConfig.tiny(vocab_size=bpe.vocab_size)).to_hf(tmp_path / "gpt", bpe)
-    assert main(["viz", str(tmp_path / "gpt"), "--text", "a man runs", "--out", str(tmp_path / "o"), *extra]) == 2
+def test_user_errors(gpt_dir: Path, tmp_path: Path, capsys, extra: list[str], message: str) -> None:
+    assert main(["viz", str(gpt_dir), "--text", "a man runs", "--out", str(tmp_path / "o"), *extra]) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
 
