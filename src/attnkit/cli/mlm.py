@@ -34,6 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--preset", default="small", choices=PRESETS, help="model size (default %(default)s)")
     t.add_argument("--out", required=True, help="run directory (resumed if it has a checkpoint)")
     t.add_argument("--vocab-size", type=int, default=8000, help="WordPiece vocabulary (default %(default)s)")
+    t.add_argument("--tokenizer", default=None, help="use this tokenizer directory instead of training one")
     t.add_argument("--max-tokens", type=int, default=4096, help="padded tokens per batch (default %(default)s)")
     t.add_argument("--val-fraction", type=float, default=0.05, help="held-out share of lines (default 0.05)")
     add_train_args(t, DEFAULTS)
@@ -41,7 +42,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def prepare_mlm(text: str | Path, run: Path, preset: str, vocab_size: int, val_fraction: float, seed: int,
-                max_tokens: int):  # noqa: ANN201
+                max_tokens: int, tokenizer: str | None = None):  # noqa: ANN201
     """(task, model) for a fresh or resumed run: tokenizer and config come from ``run`` when it has a
     checkpoint, else are trained / taken from the preset."""
     from attnkit.data.tsv import holdout_split, read_lines
@@ -63,7 +64,10 @@ def prepare_mlm(text: str | Path, run: Path, preset: str, vocab_size: int, val_f
     else:
         if vocab_size < 10:
             raise InputError(f"--vocab-size must be >= 10, got {vocab_size}")
-        tok = WordPiece.train((lines[i] for i in train_idx), vocab_size)
+        if tokenizer is not None:
+            tok = WordPiece.from_dir(tokenizer)
+        else:
+            tok = WordPiece.train((lines[i] for i in train_idx), vocab_size)
         config = BERTConfig.preset(preset, vocab_size=tok.vocab_size)
     enc = tok.encode(lines, max_length=config.max_positions)
     note(f"longer than the model's maximum of {config.max_positions} tokens: truncated",
@@ -80,7 +84,7 @@ def _train(args: argparse.Namespace) -> int:
     torch.manual_seed(cfg.seed)  # the initial weights
     run = Path(args.out)
     task, model = prepare_mlm(args.text, run, args.preset, args.vocab_size, args.val_fraction, cfg.seed,
-                              args.max_tokens)
+                              args.max_tokens, args.tokenizer)
     print(f"attnkit: BERT masked LM, {sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters, "
           f"vocabulary {task.config.vocab_size}, {len(task.train_ids)} training / {len(task.val_ids)} "
           f"validation lines -> {run}", file=sys.stderr)

@@ -82,9 +82,10 @@ class WordPiece:
             lines, vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=list(SPECIALS),
             show_progress=False,
         )
-        # The library's ids depend on hash-map order (they differ between runs); a WordPiece vocabulary
-        # is a set looked up greedily, so renumbering (specials, then sorted) changes nothing but makes
-        # training reproducible.
+        # The library numbers pieces in hash-map order (different in every process); a WordPiece
+        # vocabulary is a set looked up greedily, so renumbering (specials, then sorted) changes nothing
+        # but the ids. Ties at the size cut-off can still pick other pieces in another process: a run
+        # keeps its tokenizer (resumes are exact), and ``mlm train --tokenizer`` reuses one.
         pieces = list(SPECIALS) + sorted(t for t in wp.get_vocab() if t not in SPECIALS)
         vocab = {t: i for i, t in enumerate(pieces)}
         return cls(BertWordPieceTokenizer(vocab, lowercase=lowercase, strip_accents=None)._tokenizer)
