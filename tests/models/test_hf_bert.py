@@ -156,7 +156,8 @@ def test_trained_wordpiece_is_numbered_canonically_and_read_by_transformers(sent
     pieces = [t for t, _ in sorted(a.tokenizer.get_vocab().items(), key=lambda kv: kv[1])]
     assert pieces[:5] == ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] and pieces[5:] == sorted(pieces[5:])
     assert len(pieces) <= 300 and a.encode(["a dog"]).ids[0][0] == a.cls_id == 2
-    a.save(tmp_path)
+    BERTForMaskedLM(BERTConfig.tiny(vocab_size=a.vocab_size)).to_hf(tmp_path, a)  # model + tokenizer
+    assert transformers.BertForMaskedLM.from_pretrained(tmp_path).config.vocab_size == a.vocab_size
     hf = transformers.AutoTokenizer.from_pretrained(tmp_path)
     assert a.encode(sentences[500:700]).ids == hf(sentences[500:700])["input_ids"]
     assert WordPiece.from_dir(tmp_path).encode(sentences[500:700]).ids == hf(sentences[500:700])["input_ids"]

@@ -177,11 +177,12 @@ class BERT(nn.Module):
 
         return load_bert(path, cls)
 
-    def to_hf(self, path: str | Path) -> None:
-        """Write a directory that ``transformers.BertModel.from_pretrained`` loads."""
+    def to_hf(self, path: str | Path, tokenizer=None) -> None:  # noqa: ANN001
+        """Write a directory that ``transformers.BertModel.from_pretrained`` loads (and the WordPiece
+        tokenizer's files, if given)."""
         from attnkit.models.hf.bert import save_bert
 
-        save_bert(self, path)
+        save_bert(self, path, tokenizer)
 
 
 class MLMHead(nn.Module):
@@ -225,10 +226,11 @@ class BERTForMaskedLM(nn.Module):
 
         return load_bert(path, cls)
 
-    def to_hf(self, path: str | Path) -> None:
+    def to_hf(self, path: str | Path, tokenizer=None) -> None:  # noqa: ANN001
+        """Write a directory that ``transformers.BertForMaskedLM.from_pretrained`` loads."""
         from attnkit.models.hf.bert import save_bert
 
-        save_bert(self, path)
+        save_bert(self, path, tokenizer)
 
 
 class BERTForSequenceClassification(nn.Module):

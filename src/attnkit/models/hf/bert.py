@@ -185,8 +185,9 @@ def load_bert(path: str | Path, cls: type[nn.Module], num_labels: int | None = N
     return model.eval()
 
 
-def save_bert(model: nn.Module, path: str | Path) -> None:
-    """Write ``config.json`` + ``model.safetensors`` loadable by ``transformers``' matching Bert class."""
+def save_bert(model: nn.Module, path: str | Path, tokenizer=None) -> None:  # noqa: ANN001
+    """Write ``config.json`` + ``model.safetensors`` loadable by ``transformers``' matching Bert class,
+    and the tokenizer's files (a :class:`~attnkit.tokenizers.wordpiece.WordPiece`) if given."""
     arch = {
         BERT: "BertModel",
         BERTForMaskedLM: "BertForMaskedLM",
@@ -196,3 +197,5 @@ def save_bert(model: nn.Module, path: str | Path) -> None:
     if arch is None:
         raise ValueError(f"cannot convert a {type(model).__name__} to Hugging Face BERT")
     write_model_dir(path, config_to_hf(model.config, arch, getattr(model, "num_labels", None)), state_to_hf(model))
+    if tokenizer is not None:
+        tokenizer.save(path, model.config.max_positions)
