@@ -110,7 +110,7 @@ def test_step_decoding_equals_full_forward(cell: str, score: str) -> None:
     steps = [session.step_with_weights(tin[:, i : i + 1]) for i in range(tin.shape[1])]
     torch.testing.assert_close(torch.cat([s.logits for s in steps], 1), full.logits, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(torch.cat([s.weights for s in steps], 1), full.weights, atol=1e-5, rtol=1e-5)
-    assert float(full.weights[0, :, 5:].abs().max()) == 0.0
+    assert full.weights[0, :, 5:].abs().max().item() == 0.0
 
 
 def test_padding_does_not_change_the_result() -> None:
