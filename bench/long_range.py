@@ -46,7 +46,7 @@ def train_eval(name: str, spec: TaskSpec, seed: int, seconds: float, batch: int,
             correct += int((model(test.tokens[i : i + 16]).argmax(-1) == test.labels[i : i + 16]).sum())
     return {"model": name, "distance": spec.distance, "seed": seed, "accuracy": correct / n_test,
             "steps": steps, "examples": steps * batch, "cpu_seconds": seconds,
-            "parameters": count_parameters(model), "final_loss": float(loss)}
+            "parameters": count_parameters(model), "final_loss": loss.item()}
 
 
 def table(runs: list[dict], distances: list[int], models: list[str]) -> str:

@@ -158,3 +158,16 @@ def test_config_json_and_errors() -> None:
         RNNSeq2SeqConfig(5, 5, score="cosine")
     with pytest.raises(ValueError, match="src must be"):
         RNNSeq2Seq(cfg).encode(torch.zeros(3, dtype=torch.long))
+
+
+def test_beam_search_drives_the_rnn_session() -> None:
+    """Beam search (shared with the Transformer) runs on the RNN's session (reorder expands and selects
+    beams) and finds the reversal the model learned."""
+    from attnkit.decoding.beam import BeamConfig, beam_search
+
+    torch.manual_seed(0)
+    model = RNNSeq2Seq(RNNSeq2SeqConfig.tiny(src_vocab_size=V, tgt_vocab_size=V, score="additive"))
+    train(model, 200)
+    src, _, tout = reverse_batch(8, 6)
+    out = beam_search(model.start_decoding(src), torch.full((8, 1), BOS), BeamConfig(4, 0.0, L, eos_id=2))
+    assert (out.tokens[:, :L] == tout).float().mean() > 0.9
