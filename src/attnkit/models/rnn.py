@@ -212,9 +212,9 @@ class RNNSeq2Seq(nn.Module):
         keep_weights = need_weights or log_prob is not None
         return RNNOutput(logits, weights if keep_weights else None, log_prob), state
 
-    def forward(self, src: Tensor, tgt_in: Tensor, *, need_weights: bool = False) -> Tensor:
+    def forward(self, src: Tensor, tgt_in: Tensor) -> Tensor:
         """src [B, S], tgt_in [B, T] (BOS + target without its last token) -> logits [B, T, V]."""
-        return self.run(src, tgt_in, need_weights=need_weights).logits
+        return self.run(src, tgt_in).logits
 
     def run(self, src: Tensor, tgt_in: Tensor, *, need_weights: bool = False) -> RNNOutput:
         """Like ``forward`` but returns the attention weights [B, T, S] and hard choices' log-probs too."""
