@@ -56,10 +56,10 @@ def parse() -> argparse.Namespace:
 
 DEFAULT_TRAIN = [
     "--preset", "small", "--d-model", "256", "--heads", "4", "--d-ff", "1024", "--layers", "3",
-    "--dropout", "0.1", "--vocab-size", "8000", "--max-tokens", "4096", "--label-smoothing", "0.1",
-    "--lr", "1e-3", "--warmup", "800", "--schedule", "inverse_sqrt", "--clip", "1.0",
-    "--precision", "bf16", "--eval-every", "400", "--val-bleu-n", "300", "--ckpt-every", "150", "--keep", "5",
-    "--average-last", "5", "--log-every", "50", "--steps", "1000000", "--quiet",
+    "--dropout", "0.1", "--vocab-size", "8000", "--max-tokens", "2048", "--label-smoothing", "0.1",
+    "--lr", "1e-3", "--warmup", "500", "--schedule", "inverse_sqrt", "--clip", "1.0",
+    "--precision", "bf16", "--eval-every", "500", "--val-bleu-n", "300", "--ckpt-every", "150", "--keep", "5",
+    "--average-last", "4", "--log-every", "50", "--steps", "1000000", "--quiet",
 ]
 
 
