@@ -1,16 +1,212 @@
-"""`attnkit translate`: placeholder until its issue lands (the command group is registered but not built yet)."""
+"""`attnkit translate train | run | eval`: translation with an encoder-decoder on parallel text.
+
+    attnkit translate train --data DIR --src de --tgt en --preset small --out RUN   (resumes when RUN has
+                                                                                     a checkpoint)
+    attnkit translate run RUN [--beam 5] < in.txt > out.txt    one output line per input line
+    attnkit translate eval RUN --data DIR --split test_2016_flickr [--beam 1 5]
+
+Input lines longer than the model's maximum length are truncated, with a warning on stderr. Input that is
+not UTF-8, a missing or corrupt run directory, or a run of another model family: one-line error, exit 2.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import sys
+import time
+from pathlib import Path
 
-from attnkit.errors import AttnkitError
+import torch
+
+from attnkit.data.parallel import read_parallel, resolve_data
+from attnkit.errors import CheckpointError, InputError
+from attnkit.evaluation.bleu import corpus_scores
+from attnkit.models.seq2seq import ARCHS, FAMILY, TranslationTask, finalize_weights, load_run
+from attnkit.models.seq2seq import build_model as build_translation_model
+from attnkit.models.transformer import PRESETS, TransformerConfig
+from attnkit.tokenizers.subword import SubwordTokenizer, tokenizer_files
+from attnkit.training import TrainConfig, add_train_args, train, train_config_from_args
+from attnkit.training.checkpoint import RUN_FILE, read_meta_file
+
+TRAIN_DEFAULTS = TrainConfig(max_steps=100000, lr=1e-3, warmup=1000, schedule="inverse_sqrt", clip_norm=1.0,
+                             eval_every=500, ckpt_every=500, keep_last=5, log_every=50)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("translate", help="(not built yet)")
-    p.set_defaults(func=_run)
+    p = sub.add_parser("translate", help="train, run and evaluate a translation model")
+    tsub = p.add_subparsers(dest="translate_command", metavar="ACTION")
+    tsub.required = True
+
+    t = tsub.add_parser("train", help="train on a parallel corpus (resumes when --out holds a checkpoint)")
+    t.add_argument("--data", required=True, help="corpus directory with {split}.{lang}[.gz], or 'multi30k'")
+    t.add_argument("--src", default="de", help="source language (default %(default)s)")
+    t.add_argument("--tgt", default="en", help="target language (default %(default)s)")
+    t.add_argument("--out", required=True, help="run directory")
+    t.add_argument("--arch", choices=ARCHS, default="transformer")
+    t.add_argument("--preset", choices=PRESETS, default="small", help="model size (default %(default)s)")
+    t.add_argument("--d-model", type=int, help="override the preset's d_model")
+    t.add_argument("--heads", type=int, help="override the number of heads")
+    t.add_argument("--d-ff", type=int, help="override the FFN width")
+    t.add_argument("--layers", type=int, help="override encoder and decoder depth")
+    t.add_argument("--dropout", type=float, help="override the preset's dropout")
+    t.add_argument("--pre-norm", action="store_true", help="pre-norm layers (default: post-norm, the paper's)")
+    t.add_argument("--positions", choices=("sinusoidal", "learned"), default="sinusoidal")
+    t.add_argument("--max-len", type=int, default=256, help="longest source/target in subword tokens")
+    t.add_argument("--vocab-size", type=int, default=8000, help="BPE vocabulary size (default %(default)s)")
+    t.add_argument("--separate-vocab", action="store_true", help="one BPE per language (no tied embeddings)")
+    t.add_argument("--max-tokens", type=int, default=4096, help="tokens per micro-batch (default %(default)s)")
+    t.add_argument("--label-smoothing", type=float, default=0.1)
+    t.add_argument("--train-split", default="train")
+    t.add_argument("--val-split", default="val")
+    t.add_argument("--val-bleu-n", type=int, default=300, help="validation sentences decoded for BLEU")
+    t.add_argument("--max-train-lines", type=int, help="use only the first N training pairs")
+    t.add_argument("--average-last", type=int, default=1, help="average the last N checkpoints at the end")
+    t.add_argument("--threads", type=int, help="torch CPU threads")
+    add_train_args(t, TRAIN_DEFAULTS)
+    t.set_defaults(func=cmd_train)
+
+    r = tsub.add_parser("run", help="translate stdin to stdout, one line per line")
+    r.add_argument("run_dir")
+    _decode_args(r)
+    r.set_defaults(func=cmd_run)
+
+    e = tsub.add_parser("eval", help="BLEU and chrF of a run on a corpus split")
+    e.add_argument("run_dir")
+    e.add_argument("--data", required=True, help="corpus directory or 'multi30k'")
+    e.add_argument("--split", default="test_2016_flickr")
+    e.add_argument("--beam", type=int, nargs="+", default=[1, 5], help="beam sizes to score (1 = greedy)")
+    e.add_argument("--length-penalty", type=float, default=1.0)
+    e.add_argument("--json", help="also write the scores to this JSON file")
+    e.add_argument("--hyp-out", help="write the translations of the last beam size here")
+    e.set_defaults(func=cmd_eval)
 
 
-def _run(args: argparse.Namespace) -> int:
-    raise AttnkitError("'attnkit translate' is not built yet")
+def _decode_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--beam", type=int, default=1, help="beam size (1 = greedy, default)")
+    p.add_argument("--length-penalty", type=float, default=1.0, help="alpha of score / length**alpha")
+    p.add_argument("--batch-tokens", type=int, default=3000)
+
+
+# ---------------------------------------------------------------------------------------------- train
+def _model_config(args: argparse.Namespace, src_vocab: int, tgt_vocab: int) -> dict:
+    over = {k: v for k, v in {"d_model": args.d_model, "num_heads": args.heads, "d_ff": args.d_ff,
+                              "num_encoder_layers": args.layers, "num_decoder_layers": args.layers,
+                              "dropout": args.dropout}.items() if v is not None}
+    try:
+        cfg = TransformerConfig.preset(args.preset, src_vocab_size=src_vocab, tgt_vocab_size=tgt_vocab,
+                                       norm_first=args.pre_norm, positions=args.positions, max_len=args.max_len,
+                                       share_embeddings=not args.separate_vocab,
+                                       tie_output=True, **over)
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+    return cfg.to_dict()
+
+
+def _tokenizers(args, out: Path, train_src: list[str], train_tgt: list[str]):  # noqa: ANN001, ANN202
+    """Load the run's tokenizers when resuming, else train them on the training data."""
+    joint = not args.separate_vocab
+    src_file, tgt_file = tokenizer_files(args.src, args.tgt, joint)
+    if (out / RUN_FILE).is_file() and (out / src_file).is_file() and (out / tgt_file).is_file():
+        return SubwordTokenizer.load(out / src_file), SubwordTokenizer.load(out / tgt_file)
+    if joint:
+        tok = SubwordTokenizer.train(train_src + train_tgt, args.vocab_size)
+        return tok, tok
+    return SubwordTokenizer.train(train_src, args.vocab_size), SubwordTokenizer.train(train_tgt, args.vocab_size)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    if (out / RUN_FILE).is_file():
+        old = read_meta_file(out / RUN_FILE)
+        if old.get("family") != FAMILY:
+            raise CheckpointError(f"{out}: run of a {old.get('family')!r} model, not a translation model")
+    data = resolve_data(args.data, (args.src, args.tgt))
+    corpus = read_parallel(data, args.train_split, args.src, args.tgt)
+    if args.max_train_lines:
+        corpus.src, corpus.tgt = corpus.src[: args.max_train_lines], corpus.tgt[: args.max_train_lines]
+    if len(corpus) == 0:
+        raise InputError(f"{data}: the {args.train_split} split is empty")
+    try:
+        val = read_parallel(data, args.val_split, args.src, args.tgt)
+    except InputError:
+        val = None
+    src_tok, tgt_tok = _tokenizers(args, out, corpus.src, corpus.tgt)
+    if (out / RUN_FILE).is_file():
+        meta = {k: v for k, v in read_meta_file(out / RUN_FILE).items() if k not in ("attnkit_version",)}
+    else:
+        meta = {"arch": args.arch, "src": args.src, "tgt": args.tgt, "joint": not args.separate_vocab,
+                "model_config": _model_config(args, src_tok.vocab_size, tgt_tok.vocab_size)}
+    meta.pop("family", None)
+    model = build_translation_model(meta["arch"], meta["model_config"])
+    max_len = int(meta["model_config"]["max_len"])
+    src_ids = [s[:max_len] for s in src_tok.encode_batch(corpus.src)]
+    tgt_ids = [t[: max_len - 1] for t in tgt_tok.encode_batch(corpus.tgt)]
+    cfg = train_config_from_args(args, max_tokens=args.max_tokens, vocab_size=args.vocab_size,
+                                 label_smoothing=args.label_smoothing)
+    task = TranslationTask(src_ids, tgt_ids, args.max_tokens, cfg.seed, args.label_smoothing,
+                           {**meta, "max_len": max_len}, src_tok, tgt_tok,
+                           val.src if val else [], val.tgt if val else [], args.val_bleu_n)
+    params = sum(p.numel() for p in model.parameters())
+    print(f"attnkit: {meta['arch']} with {params / 1e6:.2f}M parameters, {len(corpus)} training pairs, "
+          f"vocabulary {src_tok.vocab_size}/{tgt_tok.vocab_size}", file=sys.stderr)
+    result = train(task, model, cfg, out)
+    n = finalize_weights(out, model, args.average_last)
+    print(f"attnkit: stopped at step {result.step} ({result.stop_reason}); {out / 'model.safetensors'} = "
+          f"{'average of the last ' + str(n) + ' checkpoints' if n > 1 else 'final weights'}", file=sys.stderr)
+    if result.eval:
+        print(json.dumps(result.eval), file=sys.stderr)
+    return 0
+
+
+# ------------------------------------------------------------------------------------------ run / eval
+def _read_stdin_lines() -> list[str]:
+    raw = sys.stdin.buffer.read()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InputError(f"standard input is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return [line.rstrip("\r") for line in lines]
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    if args.beam < 1:
+        raise InputError(f"--beam must be >= 1, got {args.beam}")
+    translator = load_run(args.run_dir)
+    lines = _read_stdin_lines()
+    outputs = translator.translate(lines, beam_size=args.beam, length_penalty=args.length_penalty, warn=True)
+    for line in outputs:
+        sys.stdout.write(line.replace("\n", " ") + "\n")
+    sys.stdout.flush()
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    if any(b < 1 for b in args.beam):
+        raise InputError(f"--beam sizes must be >= 1, got {args.beam}")
+    translator = load_run(args.run_dir)
+    meta = translator.meta
+    corpus = read_parallel(resolve_data(args.data, (meta["src"], meta["tgt"])), args.split, meta["src"], meta["tgt"])
+    results = {"run": str(args.run_dir), "split": args.split, "src": meta["src"], "tgt": meta["tgt"],
+               "sentences": len(corpus), "length_penalty": args.length_penalty, "scores": {}}
+    hyps: list[str] = []
+    for beam in args.beam:
+        start = time.perf_counter()
+        hyps = translator.translate(corpus.src, beam_size=beam, length_penalty=args.length_penalty, warn=True)
+        seconds = time.perf_counter() - start
+        s = corpus_scores(hyps, corpus.tgt)
+        name = "greedy" if beam == 1 else f"beam{beam}"
+        results["scores"][name] = {**s.to_dict(), "seconds": seconds, "sentences_per_s": len(corpus) / seconds}
+        print(f"{args.split} {meta['src']}->{meta['tgt']} {name:>7}: BLEU {s.bleu:.2f}  chrF {s.chrf:.2f}  "
+              f"({len(corpus) / seconds:.1f} sentences/s)")
+    print(f"sacreBLEU signature: {results['scores'][name]['signature']}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+    if args.hyp_out:
+        Path(args.hyp_out).write_text("".join(h + "\n" for h in hyps))
+    return 0

@@ -1,0 +1,246 @@
+"""Translation with any encoder-decoder of attnkit: the model factory, the training task, the translator.
+
+Every architecture (``transformer``; ``rnn`` from :mod:`attnkit.models.rnn`) offers ``forward(src, tgt_in)
+-> logits`` and ``start_decoding(src) -> DecoderSession``, so training (through
+:func:`attnkit.training.train`), greedy decoding and beam search are written once here.
+
+A translation run directory holds ``run.json`` (family ``translation``, architecture, languages, model
+config), ``config.json`` (the model config), the tokenizer(s), ``model.safetensors`` (the final weights,
+optionally the average of the last checkpoints), ``metrics.jsonl`` and ``checkpoints/`` (exact resume).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+from attnkit.data.batching import pad_sequences, sorted_batches, token_batches
+from attnkit.decoding.beam import BeamConfig, beam_search
+from attnkit.decoding.generate import GenerationConfig, generate
+from attnkit.errors import CheckpointError
+from attnkit.evaluation.bleu import corpus_scores
+from attnkit.models.transformer import Transformer, TransformerConfig
+from attnkit.tokenizers.subword import BOS_ID, EOS_ID, PAD_ID, SubwordTokenizer, tokenizer_files
+from attnkit.training.checkpoint import (
+    MODEL_FILE,
+    RUN_FILE,
+    atomic_write_bytes,
+    list_checkpoints,
+    load_weights_into,
+    read_meta_file,
+    read_weights,
+    weights_to_bytes,
+)
+from attnkit.training.losses import smoothed_cross_entropy
+
+FAMILY = "translation"
+ARCHS = ("transformer",)
+
+
+def build_model(arch: str, config: dict) -> nn.Module:
+    """The one place that maps an architecture name and its config dict to a model."""
+    if arch == "transformer":
+        return Transformer(TransformerConfig.from_dict(config))
+    raise CheckpointError(f"unknown translation architecture {arch!r} (known: {', '.join(ARCHS)})")
+
+
+class Batch(NamedTuple):
+    src: Tensor  # [B, S]
+    tgt_in: Tensor  # [B, T]: BOS y1 .. yn
+    tgt_out: Tensor  # [B, T]: y1 .. yn EOS
+
+
+def make_batch(src_ids: Sequence[Sequence[int]], tgt_ids: Sequence[Sequence[int]], idx: list[int]) -> Batch:
+    """Pairs ``idx`` -> padded tensors (teacher forcing: the decoder reads BOS y and predicts y EOS)."""
+    src = pad_sequences([src_ids[i] for i in idx], PAD_ID)
+    tgt_in = pad_sequences([tgt_ids[i] for i in idx], PAD_ID, bos=BOS_ID)
+    tgt_out = pad_sequences([tgt_ids[i] for i in idx], PAD_ID, eos=EOS_ID)
+    return Batch(src, tgt_in, tgt_out)
+
+
+class _LazyBatches(Sequence):
+    def __init__(self, task: TranslationTask, groups: list[list[int]]) -> None:
+        self.task, self.groups = task, groups
+
+    def __len__(self) -> int:
+        return len(self.groups)
+
+    def __getitem__(self, i):  # type: ignore[override]
+        return self.task.make_batch(self.groups[i])
+
+
+@dataclass
+class TranslationTask:
+    """The training task of :func:`attnkit.training.train` for a translation model.
+
+    src_ids/tgt_ids: training pairs as id lists (no BOS/EOS); max_tokens: padded tokens (of the longer side) per
+    micro-batch; val_*: validation sentences (raw text) for loss and greedy BLEU on the first
+    ``val_bleu_n`` of them at each evaluation.
+    """
+
+    src_ids: list[list[int]]
+    tgt_ids: list[list[int]]
+    max_tokens: int
+    seed: int
+    smoothing: float
+    meta: dict
+    src_tok: SubwordTokenizer
+    tgt_tok: SubwordTokenizer
+    val_src: list[str] = field(default_factory=list)
+    val_tgt: list[str] = field(default_factory=list)
+    val_bleu_n: int = 300
+    family: str = FAMILY
+
+    def __post_init__(self) -> None:
+        self.lengths = [max(len(s), len(t) + 1) for s, t in zip(self.src_ids, self.tgt_ids, strict=True)]
+
+    def make_batch(self, idx: list[int]) -> Batch:
+        return make_batch(self.src_ids, self.tgt_ids, idx)
+
+    def batches(self, epoch: int) -> Sequence[Batch]:
+        return _LazyBatches(self, token_batches(self.lengths, self.max_tokens, self.seed, epoch))
+
+    def count(self, batch: Batch) -> int:
+        return int((batch.tgt_out != PAD_ID).sum())
+
+    def loss(self, model: nn.Module, batch: Batch):  # noqa: ANN201
+        logits = model(batch.src, batch.tgt_in)
+        return smoothed_cross_entropy(logits, batch.tgt_out, smoothing=self.smoothing, ignore_index=PAD_ID)
+
+    def evaluate(self, model: nn.Module) -> dict[str, float]:
+        if not self.val_src:
+            return {}
+        src = [self.src_tok.encode(s) for s in self.val_src]
+        tgt = [self.tgt_tok.encode(s) for s in self.val_tgt]
+        total, count = 0.0, 0
+        device = next(model.parameters()).device
+        for idx in sorted_batches([len(s) for s in src], 4000):
+            b = make_batch(src, tgt, idx)
+            logits = model(b.src.to(device), b.tgt_in.to(device))
+            loss = smoothed_cross_entropy(logits, b.tgt_out.to(device), smoothing=0.0, ignore_index=PAD_ID)
+            total, count = total + float(loss.total), count + int(loss.count)
+        n = min(self.val_bleu_n, len(self.val_src))
+        translator = Translator(model, self.src_tok, self.tgt_tok, self.meta.get("max_len", 256))
+        hyps = translator.translate(self.val_src[:n], beam_size=1)
+        scores = corpus_scores(hyps, self.val_tgt[:n])
+        return {"val_loss": total / max(count, 1), "val_bleu_greedy": scores.bleu, "val_chrf_greedy": scores.chrf,
+                "val_bleu_n": n}
+
+    def metadata(self) -> dict:
+        return dict(self.meta)
+
+    def save_extra(self, run_dir: Path) -> None:
+        save_run_files(run_dir, self.meta, self.src_tok, self.tgt_tok)
+
+
+def save_run_files(run_dir: Path, meta: dict, src_tok: SubwordTokenizer, tgt_tok: SubwordTokenizer) -> None:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.json").write_text(json.dumps(meta["model_config"], indent=2) + "\n")
+    src_file, tgt_file = tokenizer_files(meta["src"], meta["tgt"], meta["joint"])
+    src_tok.save(run_dir / src_file)
+    if tgt_file != src_file:
+        tgt_tok.save(run_dir / tgt_file)
+
+
+def finalize_weights(run_dir: Path, model: nn.Module, average_last: int = 1) -> int:
+    """Write ``run_dir/model.safetensors``: the average of the last ``average_last`` checkpoints' weights
+    (or the model's weights when there are none); returns how many were averaged."""
+    ckpts = list_checkpoints(run_dir)[-average_last:] if average_last > 0 else []
+    if len(ckpts) <= 1:
+        state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    else:
+        states = [read_weights(c / MODEL_FILE) for c in ckpts]
+        state = {k: sum(s[k].double() for s in states).div(len(states)).to(states[0][k].dtype) for k in states[0]}
+        load_weights_into(model, state, run_dir)
+        state = model.state_dict()
+    atomic_write_bytes(run_dir / MODEL_FILE, weights_to_bytes(state))
+    return max(len(ckpts), 1)
+
+
+class Translator:
+    """Translate sentences with a model and its tokenizers (batched by length, greedy or beam)."""
+
+    def __init__(self, model: nn.Module, src_tok: SubwordTokenizer, tgt_tok: SubwordTokenizer, max_len: int,
+                 meta: dict | None = None) -> None:
+        self.model, self.src_tok, self.tgt_tok, self.max_len = model, src_tok, tgt_tok, max_len
+        self.meta = meta or {}
+
+    def encode_sources(self, sentences: Sequence[str], warn: bool = False) -> list[list[int]]:
+        """Sentences -> id lists, cut to the model's maximum length (with a warning on stderr)."""
+        ids = self.src_tok.encode_batch(sentences)
+        out = []
+        for n, s in enumerate(ids):
+            if len(s) > self.max_len:
+                if warn:
+                    print(f"attnkit: warning: line {n + 1} has {len(s)} subword tokens; truncated to the "
+                          f"model's maximum length {self.max_len}", file=sys.stderr)
+                s = s[: self.max_len]
+            out.append(s)
+        return out
+
+    @torch.no_grad()
+    def translate_ids(self, src_ids: Sequence[Sequence[int]], beam_size: int = 1, length_penalty: float = 1.0,
+                      max_tokens: int = 3000, extra_len: int = 50) -> list[list[int]]:
+        """Source id lists -> target id lists (EOS and padding removed), in the input order."""
+        was_training = self.model.training
+        self.model.eval()
+        device = next(self.model.parameters()).device
+        out: list[list[int]] = [[] for _ in src_ids]
+        lengths = [len(s) for s in src_ids]
+        for idx in sorted_batches(lengths, max_tokens // max(beam_size, 1) or 1):
+            live = [i for i in idx if lengths[i] > 0]  # an empty line translates to an empty line
+            if not live:
+                continue
+            src = pad_sequences([src_ids[i] for i in live], PAD_ID).to(device)
+            budget = min(self.max_len - 1, src.shape[1] + extra_len)
+            bos = torch.full((len(live), 1), BOS_ID, dtype=torch.long, device=device)
+            session = self.model.start_decoding(src, budget + 1)
+            if beam_size == 1:
+                tokens = generate(session, bos, GenerationConfig(budget, stop_tokens=(EOS_ID,), pad_id=PAD_ID))
+            else:
+                tokens = beam_search(session, bos, BeamConfig(beam_size, length_penalty, budget, EOS_ID, PAD_ID)).tokens
+            for row, i in enumerate(live):
+                seq = tokens[row].tolist()
+                out[i] = seq[: seq.index(EOS_ID)] if EOS_ID in seq else [t for t in seq if t != PAD_ID]
+        self.model.train(was_training)
+        return out
+
+    def translate(self, sentences: Sequence[str], beam_size: int = 1, length_penalty: float = 1.0,
+                  warn: bool = False) -> list[str]:
+        ids = self.encode_sources(sentences, warn=warn)
+        return self.tgt_tok.decode_batch(self.translate_ids(ids, beam_size, length_penalty))
+
+
+def load_run(run_dir: str | Path) -> Translator:
+    """A Translator from a run directory; CheckpointError for a missing, corrupt or foreign run."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise CheckpointError(f"{run_dir}: no such run directory")
+    run_file = run_dir / RUN_FILE
+    if not run_file.is_file():
+        raise CheckpointError(f"{run_dir}: not a training run directory (no {RUN_FILE})")
+    meta = read_meta_file(run_file)
+    if meta.get("family") != FAMILY:
+        raise CheckpointError(f"{run_dir}: run of a {meta.get('family')!r} model, not a translation model")
+    try:
+        model = build_model(meta["arch"], meta["model_config"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{run_file}: bad model configuration ({exc})") from None
+    weights = run_dir / MODEL_FILE
+    if weights.is_file():
+        load_weights_into(model, read_weights(weights), weights)
+    else:
+        from attnkit.training.checkpoint import load_model_weights
+
+        load_model_weights(model, run_dir, FAMILY)
+    src_file, tgt_file = tokenizer_files(meta["src"], meta["tgt"], meta["joint"])
+    src_tok = SubwordTokenizer.load(run_dir / src_file)
+    tgt_tok = SubwordTokenizer.load(run_dir / tgt_file)
+    return Translator(model.eval(), src_tok, tgt_tok, int(meta["model_config"].get("max_len", 256)), meta)

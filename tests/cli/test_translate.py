@@ -1,0 +1,122 @@
+"""`attnkit translate train | run | eval` end to end on tiny data, and its bad-input behaviour."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+from attnkit.cli.main import main
+from attnkit.data.dates import dates_corpus
+from attnkit.models.seq2seq import load_run
+
+
+def _corpus(tmp: Path) -> Path:
+    data = tmp / "data"
+    data.mkdir()
+    for split, n, seed in (("train", 300, 0), ("val", 20, 1), ("test", 20, 2)):
+        c = dates_corpus(n, seed=seed)
+        (data / f"{split}.words").write_text("".join(s + "\n" for s in c.src))
+        (data / f"{split}.iso").write_text("".join(s + "\n" for s in c.tgt))
+    return data
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    tmp = tmp_path_factory.mktemp("translate")
+    data = _corpus(tmp)
+    out = tmp / "run"
+    code = main(["translate", "train", "--data", str(data), "--src", "words", "--tgt", "iso", "--out", str(out),
+                 "--preset", "tiny", "--vocab-size", "120", "--max-tokens", "512", "--steps", "6",
+                 "--eval-every", "3", "--ckpt-every", "2", "--keep", "3", "--average-last", "2", "--val-bleu-n", "5",
+                 "--log-every", "2", "--quiet"])
+    assert code == 0
+    return out
+
+
+def _stdin(monkeypatch: pytest.MonkeyPatch, data: bytes) -> None:
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(data)))
+
+
+def test_train_writes_run_dir(run_dir: Path) -> None:
+    for name in ("run.json", "config.json", "tokenizer.json", "model.safetensors", "metrics.jsonl",
+                 "train_config.json"):
+        assert (run_dir / name).is_file(), name
+    recs = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    evals = [r for r in recs if r["kind"] == "eval"]
+    assert evals and {"val_loss", "val_bleu_greedy", "val_chrf_greedy"} <= set(evals[-1])
+    assert {"loss", "lr", "tokens_per_s"} <= set(next(r for r in recs if r["kind"] == "train"))
+    assert len(list((run_dir / "checkpoints").iterdir())) == 3
+
+
+def test_resume_continues_from_checkpoint(run_dir: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "resumed"
+    shutil.copytree(run_dir, copy)
+    data = run_dir.parent / "data"
+    code = main(["translate", "train", "--data", str(data), "--src", "words", "--tgt", "iso", "--out", str(copy),
+                 "--preset", "tiny", "--vocab-size", "120", "--max-tokens", "512", "--steps", "8", "--quiet",
+                 "--eval-every", "0", "--val-bleu-n", "5"])
+    assert code == 0
+    steps = [json.loads(x)["step"] for x in (copy / "metrics.jsonl").read_text().splitlines()]
+    assert max(steps) == 8 and min(steps) <= 2  # the earlier log is kept, training went on from step 6
+
+
+def test_run_one_line_per_line(run_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    _stdin(monkeypatch, b"the fifth of May 1984\n\n3 June 2001\n")
+    assert main(["translate", "run", str(run_dir), "--beam", "2"]) == 0
+    lines = capsys.readouterr().out.split("\n")
+    assert len(lines) == 4 and lines[1] == "" and lines[3] == ""
+
+
+def test_run_matches_library(run_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    sentences = ["the fifth of May 1984", "3 June 2001"]
+    expected = load_run(run_dir).translate(sentences, beam_size=1)
+    _stdin(monkeypatch, "".join(s + "\n" for s in sentences).encode())
+    assert main(["translate", "run", str(run_dir)]) == 0
+    assert capsys.readouterr().out.splitlines() == expected
+
+
+def test_long_line_truncated_with_warning(run_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    _stdin(monkeypatch, ("May " * 400 + "\n").encode())
+    assert main(["translate", "run", str(run_dir)]) == 0
+    captured = capsys.readouterr()
+    assert "truncated" in captured.err and len(captured.out.splitlines()) == 1
+
+
+def test_eval_writes_scores(run_dir: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "scores.json"
+    data = run_dir.parent / "data"
+    assert main(["translate", "eval", str(run_dir), "--data", str(data), "--split", "test", "--beam", "1", "2",
+                 "--json", str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert set(res["scores"]) == {"greedy", "beam2"} and res["sentences"] == 20
+    assert "BLEU" in capsys.readouterr().out
+
+
+def test_bad_inputs(run_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    _stdin(monkeypatch, b"\xff\xfe bad\n")
+    assert main(["translate", "run", str(run_dir)]) == 2
+    assert "not UTF-8" in capsys.readouterr().err
+    assert main(["translate", "run", str(tmp_path / "missing")]) == 2
+    assert "no such run directory" in capsys.readouterr().err
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["translate", "run", str(empty)]) == 2
+    assert "not a training run directory" in capsys.readouterr().err
+    corrupt = tmp_path / "corrupt"
+    shutil.copytree(run_dir, corrupt)
+    (corrupt / "model.safetensors").write_bytes(b"garbage")
+    assert main(["translate", "run", str(corrupt)]) == 2
+    assert "corrupt" in capsys.readouterr().err
+    other = tmp_path / "other"
+    shutil.copytree(run_dir, other)
+    meta = json.loads((other / "run.json").read_text())
+    (other / "run.json").write_text(json.dumps({**meta, "family": "gpt"}))
+    assert main(["translate", "run", str(other)]) == 2
+    assert "not a translation model" in capsys.readouterr().err
+    assert main(["translate", "eval", str(run_dir), "--data", str(tmp_path / "nodata")]) == 2
+    assert "no such directory" in capsys.readouterr().err
