@@ -120,3 +120,17 @@ def test_bad_inputs(run_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPat
     assert "not a translation model" in capsys.readouterr().err
     assert main(["translate", "eval", str(run_dir), "--data", str(tmp_path / "nodata")]) == 2
     assert "no such directory" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("score", ["additive", "hard"])
+def test_rnn_architecture(run_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys,
+                          score: str) -> None:
+    data = run_dir.parent / "data"
+    out = tmp_path / "rnn"
+    assert main(["translate", "train", "--data", str(data), "--src", "words", "--tgt", "iso", "--out", str(out),
+                 "--arch", "rnn", "--score", score, "--preset", "tiny", "--vocab-size", "120", "--max-tokens",
+                 "512", "--steps", "3", "--eval-every", "0", "--val-bleu-n", "3", "--quiet"]) == 0
+    assert json.loads((out / "run.json").read_text())["arch"] == "rnn"
+    _stdin(monkeypatch, b"3 June 2001\n\n")
+    assert main(["translate", "run", str(out), "--beam", "2"]) == 0
+    assert len(capsys.readouterr().out.split("\n")) == 3

@@ -22,6 +22,9 @@ import torch
 from attnkit.data.parallel import read_parallel, resolve_data
 from attnkit.errors import CheckpointError, InputError
 from attnkit.evaluation.bleu import corpus_scores
+from attnkit.models.rnn import CELLS as RNN_CELLS
+from attnkit.models.rnn import SCORES as RNN_SCORES
+from attnkit.models.rnn import RNNSeq2SeqConfig
 from attnkit.models.seq2seq import ARCHS, FAMILY, TranslationTask, finalize_weights, load_run
 from attnkit.models.seq2seq import build_model as build_translation_model
 from attnkit.models.transformer import PRESETS, TransformerConfig
@@ -45,6 +48,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--out", required=True, help="run directory")
     t.add_argument("--arch", choices=ARCHS, default="transformer")
     t.add_argument("--preset", choices=PRESETS, default="small", help="model size (default %(default)s)")
+    t.add_argument("--score", choices=RNN_SCORES, default="additive", help="--arch rnn: attention scoring")
+    t.add_argument("--cell", choices=RNN_CELLS, default="gru", help="--arch rnn: recurrent cell")
     t.add_argument("--d-model", type=int, help="override the preset's d_model")
     t.add_argument("--heads", type=int, help="override the number of heads")
     t.add_argument("--d-ff", type=int, help="override the FFN width")
@@ -90,6 +95,8 @@ def _decode_args(p: argparse.ArgumentParser) -> None:
 
 # ---------------------------------------------------------------------------------------------- train
 def _model_config(args: argparse.Namespace, src_vocab: int, tgt_vocab: int) -> dict:
+    if args.arch == "rnn":
+        return _rnn_config(args, src_vocab, tgt_vocab)
     over = {k: v for k, v in {"d_model": args.d_model, "num_heads": args.heads, "d_ff": args.d_ff,
                               "num_encoder_layers": args.layers, "num_decoder_layers": args.layers,
                               "dropout": args.dropout}.items() if v is not None}
@@ -101,6 +108,18 @@ def _model_config(args: argparse.Namespace, src_vocab: int, tgt_vocab: int) -> d
     except ValueError as exc:
         raise InputError(str(exc)) from None
     return cfg.to_dict()
+
+
+def _rnn_config(args: argparse.Namespace, src_vocab: int, tgt_vocab: int) -> dict:
+    over = {k: v for k, v in {"d_emb": args.d_model, "d_hidden": args.d_model, "num_layers": args.layers,
+                              "dropout": args.dropout}.items() if v is not None}
+    try:
+        cfg = RNNSeq2SeqConfig.preset("base" if args.preset in ("base", "big") else args.preset,
+                                      src_vocab_size=src_vocab, tgt_vocab_size=tgt_vocab, score=args.score,
+                                      cell=args.cell, **over)
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+    return {**cfg.to_dict(), "max_len": args.max_len}
 
 
 def _tokenizers(args, out: Path, train_src: list[str], train_tgt: list[str]):  # noqa: ANN001, ANN202

@@ -41,13 +41,17 @@ from attnkit.training.checkpoint import (
 from attnkit.training.losses import smoothed_cross_entropy
 
 FAMILY = "translation"
-ARCHS = ("transformer",)
+ARCHS = ("transformer", "rnn")
 
 
 def build_model(arch: str, config: dict) -> nn.Module:
     """The one place that maps an architecture name and its config dict to a model."""
     if arch == "transformer":
         return Transformer(TransformerConfig.from_dict(config))
+    if arch == "rnn":
+        from attnkit.models.rnn import RNNSeq2Seq, RNNSeq2SeqConfig
+
+        return RNNSeq2Seq(RNNSeq2SeqConfig.from_dict(config))
     raise CheckpointError(f"unknown translation architecture {arch!r} (known: {', '.join(ARCHS)})")
 
 
@@ -111,6 +115,8 @@ class TranslationTask:
         return int((batch.tgt_out != PAD_ID).sum())
 
     def loss(self, model: nn.Module, batch: Batch):  # noqa: ANN201
+        if hasattr(model, "loss_sum"):  # a model with its own loss (the RNN's hard attention adds REINFORCE)
+            return model.loss_sum(batch.src, batch.tgt_in, batch.tgt_out, smoothing=self.smoothing)
         logits = model(batch.src, batch.tgt_in)
         return smoothed_cross_entropy(logits, batch.tgt_out, smoothing=self.smoothing, ignore_index=PAD_ID)
 
