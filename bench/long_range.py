@@ -63,7 +63,7 @@ def table(runs: list[dict], distances: list[int], models: list[str]) -> str:
             elif len(accs) == 1:
                 cells.append(f"{accs[0]:.2f} (1 seed)")
             else:
-                cells.append(f"{statistics.mean(accs):.2f} ± {statistics.stdev(accs):.2f}")
+                cells.append(f"{statistics.mean(accs):.2f} ({min(accs):.2f}-{max(accs):.2f})")
         lines.append(f"| {m} | {params} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -76,21 +76,22 @@ def plot(runs: list[dict], distances: list[int], models: list[str], path: Path) 
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for m in models:
-        xs, ys, es = [], [], []
+        xs, ys, lo, hi = [], [], [], []
         for d in distances:
             accs = [r["accuracy"] for r in runs if r["model"] == m and r["distance"] == d]
             if accs:
                 xs.append(d)
                 ys.append(statistics.mean(accs))
-                es.append(statistics.stdev(accs) if len(accs) > 1 else 0.0)
-        ax.errorbar(xs, ys, yerr=es, marker="o", capsize=3, label=m)
+                lo.append(ys[-1] - min(accs))
+                hi.append(max(accs) - ys[-1])
+        ax.errorbar(xs, ys, yerr=[lo, hi], marker="o", capsize=3, label=m)  # bars: min..max over seeds
     ax.set_xscale("log", base=2)
     ax.set_xticks(distances, [str(d) for d in distances])
     ax.axhline(1 / 8, color="grey", linestyle=":", label="chance (1/8)")
     ax.set_xlabel("distance d between the query and the value it asks for")
     ax.set_ylabel("test accuracy")
     ax.set_ylim(0, 1.02)
-    ax.set_title("Key-value recall at distance d (same parameters, same CPU time)")
+    ax.set_title("Key-value recall at distance d (same parameters, same CPU time)\nbars: min-max over seeds")
     ax.legend(fontsize=8, ncol=2)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -110,7 +111,16 @@ def main() -> None:
     p.add_argument("--long-batch", type=int, default=8)
     p.add_argument("--budget", type=int, default=40_000, help="parameters per model (matched within ~5%)")
     p.add_argument("--test", type=int, default=512)
+    p.add_argument("--from-json", help="only redraw the plot and table from this results file")
     args = p.parse_args()
+    if args.from_json:
+        saved = json.loads(Path(args.from_json).read_text())
+        runs = saved["runs"]
+        distances = sorted({r["distance"] for r in runs})
+        models = list(dict.fromkeys(r["model"] for r in runs))
+        plot(runs, distances, models, Path(args.out).with_suffix(".png"))
+        print(table(runs, distances, models))
+        return
     torch.set_num_threads(1)  # one core: fair CPU-time budgets and room for the other jobs on the machine
     distances = [int(d) for d in args.distances.split(",")]
     models = args.models.split(",")
