@@ -43,10 +43,10 @@ class ToyTask:
     family = "toy"
 
     def __init__(self, batch_size: int = 4, seed: int = 0, nan_at_call: int | None = None,
-                 sleep: float = 0.0, smoothing: float = 0.1):
+                 sleep: float = 0.0, smoothing: float = 0.1, nan_grad_at_call: int | None = None):
         self.seqs, self.batch_size, self.seed = toy_sequences(), batch_size, seed
         self.nan_at_call, self.sleep, self.smoothing, self.calls = nan_at_call, sleep, smoothing, 0
-        self.evaluations = 0
+        self.evaluations, self.nan_grad_at_call = 0, nan_grad_at_call
 
     def batches(self, epoch: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
         out = []
@@ -67,6 +67,8 @@ class ToyTask:
         total, count = smoothed_cross_entropy(model(x), y, smoothing=self.smoothing, ignore_index=PAD)
         if self.nan_at_call is not None and self.calls >= self.nan_at_call:
             total = total * float("nan")
+        if self.nan_grad_at_call is not None and self.calls >= self.nan_grad_at_call:
+            total = total + (model(x) * 0).clamp(min=0).sqrt().sum()  # adds 0, but d sqrt(0) = inf * 0 = nan
         return total, count
 
     def evaluate(self, model: nn.Module) -> dict[str, float]:

@@ -21,6 +21,7 @@ from attnkit.training import (
     move_to,
     train,
 )
+from attnkit.training import checkpoint as ck
 from attnkit.training.metrics import read_metrics
 
 
@@ -99,6 +100,14 @@ def test_nan_loss_names_the_step_and_keeps_last_good_checkpoint(tmp_path) -> Non
     assert all(torch.isfinite(p).all() for p in ToyModel().parameters())
 
 
+def test_nan_gradient_with_finite_loss_is_caught_before_the_update(tmp_path) -> None:
+    with pytest.raises(TrainingDivergedError, match="gradient norm is nan .* at step 5"):
+        _run(tmp_path, ToyTask(nan_grad_at_call=5), ckpt_every=4)
+    weights = ck.read_weights(latest_checkpoint(tmp_path) / ck.MODEL_FILE)
+    assert latest_checkpoint(tmp_path).name == "step-00000004"
+    assert all(torch.isfinite(w).all() for w in weights.values())
+
+
 class _SignalAt(ToyTask):
     def __init__(self, call: int, signum: int):
         super().__init__()
@@ -113,10 +122,11 @@ class _SignalAt(ToyTask):
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_signal_finishes_step_writes_checkpoint_and_resume_is_exact(tmp_path, signum: int) -> None:
     full, _ = _run(tmp_path / "full")
+    before = signal.getsignal(signum)
     stopped, _ = _run(tmp_path / "run", _SignalAt(4, signum), ckpt_every=100)
     assert stopped.stop_reason == "signal" and stopped.step == 4
     assert latest_checkpoint(tmp_path / "run").name == "step-00000004"
-    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handlers restored
+    assert signal.getsignal(signum) is before  # handler restored
     rest, _ = _run(tmp_path / "run")
     assert stopped.losses + rest.losses == pytest.approx(full.losses, abs=1e-6, rel=0)
 

@@ -226,14 +226,14 @@ class _Trainer:
         self._prepare_run_dir()
         self.net = self._wrap()
         stream = BatchStream(self.task.batches, self.position)
-        started = time.monotonic()
+        self.started = started = time.monotonic()
         bar = progress_bar(self.cfg.max_steps, self.step, self.info.is_main and not self.cfg.quiet)
         window = {"loss": 0.0, "tokens": 0.0, "t": time.monotonic()}
         saved_at = evaluated_at = -1
         try:
-            with _StopFlag() as stop:
+            with _StopFlag() as self.stop:
                 while self.step < self.cfg.max_steps:
-                    loss, tokens, stopping = self._one_step(stream, lambda: stop.raised or self._over_time(started))
+                    loss, tokens, stopping = self._one_step(stream)
                     self.result.losses.append(loss)
                     window["loss"] += loss * tokens
                     window["tokens"] += tokens
@@ -247,7 +247,7 @@ class _Trainer:
                         self._save(stream.position, started)
                         saved_at = self.step
                     if stopping:
-                        self.result.stop_reason = "signal" if stop.raised else "time_limit"
+                        self.result.stop_reason = self.stop_reason
                         break
         finally:
             bar.close()
@@ -258,10 +258,10 @@ class _Trainer:
         self.result.step = self.step
         return self.result
 
-    def _over_time(self, started: float) -> bool:
-        return self.cfg.time_limit_s is not None and time.monotonic() - started > self.cfg.time_limit_s
+    def _over_time(self) -> bool:
+        return self.cfg.time_limit_s is not None and time.monotonic() - self.started > self.cfg.time_limit_s
 
-    def _one_step(self, stream: BatchStream, want_stop: Callable[[], bool]) -> tuple[float, float, bool]:
+    def _one_step(self, stream: BatchStream) -> tuple[float, float, bool]:
         cfg, info = self.cfg, self.info
         micro = stream.next_step(cfg.grad_accum, info.rank, info.world)
         counts = [int(self.task.count(b)) for b in micro]
@@ -282,26 +282,36 @@ class _Trainer:
                     raise ValueError(f"task.loss counted {int(out[1])} targets but task.count said {counts[j]}")
                 self.scaler.scale(summed.float() * (info.world / total)).backward()
             loss_sum += summed.detach().double()
-        stats = torch.stack([loss_sum, torch.tensor(float(want_stop()), dtype=torch.float64, device=self.device)])
-        D.all_reduce_sum(stats, info)
-        loss, stopping = stats[0].item() / total, stats[1].item() > 0
+        flags = [float(self.stop.raised), float(self._over_time())]
+        stats = torch.cat([loss_sum.view(1), torch.tensor(flags, dtype=torch.float64, device=self.device)])
+        loss_total, signalled, over_time = D.all_reduce_sum(stats, info).tolist()
+        loss = loss_total / total
         if not math.isfinite(loss):
-            self.optimizer.zero_grad(set_to_none=True)
-            last = ck.latest_checkpoint(self.run_dir)
-            raise TrainingDivergedError(
-                f"loss is {loss} at step {self.step + 1}; training stopped without saving it "
-                f"(last good checkpoint: {last or 'none'}); try a lower --lr, longer --warmup or --clip"
-            )
+            self._diverged(f"loss is {loss}")
         self.scaler.unscale_(self.optimizer)
         clip = cfg.clip_norm if cfg.clip_norm is not None else math.inf
-        self.grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)  # synced when logged
+        self.grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip))
+        if not math.isfinite(self.grad_norm) and not self.scaler.is_enabled():  # fp16: the scaler skips it
+            self._diverged(f"gradient norm is {self.grad_norm} (loss {loss:.4g})")
         self.lr = self.optimizer.param_groups[0]["lr"]
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
         self.scheduler.step()
         self.step += 1
-        return loss, total, stopping
+        if signalled:
+            self.stop_reason = "signal"
+        elif over_time:
+            self.stop_reason = "time_limit"
+        return loss, total, bool(signalled or over_time)
+
+    def _diverged(self, what: str) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+        last = ck.latest_checkpoint(self.run_dir)
+        raise TrainingDivergedError(
+            f"{what} at step {self.step + 1}; training stopped without applying or saving this update "
+            f"(last good checkpoint: {last or 'none'}); try a lower --lr, longer --warmup or --clip"
+        )
 
     def _no_sync(self) -> contextlib.AbstractContextManager:
         ddp = ck.unwrap_ddp(self.net)
