@@ -74,6 +74,9 @@ def cases(root: Path) -> list[tuple[str, Callable[[], object]]]:
     def nan_task() -> None:
         train(ToyTask(nan_at_call=3), ToyModel(), _cfg(max_steps=5), root / "n")
 
+    def nan_grad_task() -> None:
+        train(ToyTask(nan_grad_at_call=3), ToyModel(), _cfg(max_steps=5), root / "ng")
+
     def other_family_resume() -> None:
         _trained(root / "f")
         task = ToyTask()
@@ -107,6 +110,7 @@ def cases(root: Path) -> list[tuple[str, Callable[[], object]]]:
         ("resuming a run dir of another family", other_family_resume),
         ("model config that does not match the weights", wrong_config),
         ("loss becomes NaN/inf during training", nan_task),
+        ("gradient becomes NaN/inf while the loss is finite (fp32/bf16)", nan_grad_task),
         ("training data with no examples", empty_data),
     ]
 
