@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from attnkit.viz.heatmap import plot_attention
 from attnkit.viz.weights import KIND_TITLES, AttentionMap, AttentionMaps
 
 
@@ -32,21 +33,11 @@ def _label_axes(ax, queries: list[str], keys: list[str], fontsize: float, max_la
 
 
 def plot_head(amap: AttentionMap, layer: int, head: int, path: str | Path, title: str | None = None) -> Path:
-    """One head's weights [Tq, Tk] as a large heatmap with (up to 60 per axis) token labels."""
+    """One head's weights [Tq, Tk] as a large heatmap (colour scale 0..1) with up to 60 labels per axis."""
     _check(amap, layer, head)
-    plt = _plt()
-    w = amap.weights[layer, head].numpy()
-    tq, tk = w.shape
-    size = min(max(4.0, 0.28 * max(tq, tk) + 2), 24.0)
-    fig, ax = plt.subplots(figsize=(size * max(tk, 1) / max(tq, tk) + 1.5, size * max(tq, 1) / max(tq, tk) + 1))
-    im = ax.imshow(w, cmap="viridis", vmin=0.0, vmax=1.0, aspect="auto", interpolation="nearest")
-    _label_axes(ax, amap.queries, amap.keys, 8, 60)
-    ax.set_xlabel("keys (attended to)")
-    ax.set_ylabel("queries")
-    ax.set_title(title or f"{KIND_TITLES[amap.kind]}, layer {layer}, head {head}")
-    fig.colorbar(im, ax=ax, fraction=0.04)
-    fig.tight_layout()
-    return _save(fig, plt, path)
+    return plot_attention(amap.weights[layer, head], amap.keys, amap.queries, path,
+                          title or f"{KIND_TITLES[amap.kind]}, layer {layer}, head {head}",
+                          xlabel="keys (attended to)", ylabel="queries", vmax=1.0, max_labels=60)
 
 
 def plot_grid(amap: AttentionMap, path: str | Path, title: str | None = None) -> Path:
