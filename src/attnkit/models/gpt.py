@@ -64,8 +64,9 @@ class GPTConfig:
 
     @classmethod
     def shakespeare_char(cls, **overrides) -> GPTConfig:
-        """nanoGPT's CPU configuration for characters: 4 layers, 4 heads, 128 wide, context 64."""
-        base = dict(vocab_size=65, block_size=64, n_layer=4, n_head=4, n_embd=128, dropout=0.0)
+        """nanoGPT's CPU configuration for characters: 4 layers, 4 heads, 128 wide, context 64, no biases
+        (nanoGPT's default)."""
+        base = dict(vocab_size=65, block_size=64, n_layer=4, n_head=4, n_embd=128, dropout=0.0, bias=False)
         return cls(**{**base, **overrides})
 
     @classmethod
