@@ -28,12 +28,14 @@ How a family trains a model
 
 3. ``result = train(task, model, cfg, run_dir)`` -> :class:`TrainResult` (``step``, ``stop_reason``
    "max_steps"|"time_limit"|"signal", ``losses`` of this call, ``checkpoint``, ``eval``,
-   ``resumed_from``).  If ``run_dir`` already has a checkpoint, training resumes from it exactly (weights,
-   optimizer, scheduler, grad scaler, data position, python/numpy/torch/CUDA random states).  To change
-   the optimizer pass ``optimizer_factory=lambda model, cfg: ...``.  SIGINT/SIGTERM: the current step
-   finishes, a checkpoint is written, ``train`` returns with ``stop_reason == "signal"`` (a second
-   signal aborts at once).  NaN/inf loss: :class:`TrainingDivergedError` (an ``AttnkitError``) naming
-   the step; the bad update is neither applied nor saved.
+   ``resumed_from``); print summaries only ``if is_main_process()`` (torchrun runs the CLI N times).
+   If ``run_dir`` already has a checkpoint, training resumes from it exactly (weights, optimizer, grad
+   scaler, data position, python/numpy/torch/CUDA random states; the lr schedule follows the current
+   flags at the restored step).  To change the optimizer pass ``optimizer_factory=lambda model, cfg:
+   ...``.  SIGINT/SIGTERM: the current step finishes, a checkpoint is written, ``train`` returns with
+   ``stop_reason == "signal"`` (a second Ctrl-C more than 1 s later aborts at once).  NaN/inf loss, or
+   NaN/inf gradient norm without fp16 loss scaling: :class:`TrainingDivergedError` (an
+   ``AttnkitError``) naming the step; the bad update is neither applied nor saved.
 4. Inference: ``meta = read_meta(run_dir, family="gpt")`` (the family's metadata, e.g. the model
    config), build the model, then ``load_model_weights(model, run_dir, family="gpt")``.  A missing,
    truncated or corrupt file, weights that do not fit the model, or another family's checkpoint raise
@@ -69,6 +71,7 @@ from attnkit.training.checkpoint import (
     weights_to_bytes,
 )
 from attnkit.training.config import TrainConfig, add_train_args, train_config_from_args
+from attnkit.training.distributed import is_main_process
 from attnkit.training.loop import TrainingDivergedError, TrainResult, TrainTask, move_to, train
 from attnkit.training.losses import LossSum, smoothed_cross_entropy
 from attnkit.training.optim import build_optimizer
@@ -77,7 +80,7 @@ from attnkit.training.schedules import Schedule, build_scheduler, noam_peak_lr
 __all__ = [
     "BatchStream", "DataPosition", "LossSum", "Schedule", "TrainConfig", "TrainResult", "TrainTask",
     "TrainingDivergedError", "add_train_args", "build_optimizer", "build_scheduler", "epoch_permutation",
-    "epoch_rng", "latest_checkpoint", "list_checkpoints", "load_model_weights", "move_to", "noam_peak_lr",
-    "read_meta", "read_weights", "smoothed_cross_entropy", "strip_wrapper_prefixes", "token_batches",
+    "epoch_rng", "is_main_process", "latest_checkpoint", "list_checkpoints", "load_model_weights", "move_to",
+    "noam_peak_lr", "read_meta", "read_weights", "smoothed_cross_entropy", "strip_wrapper_prefixes", "token_batches",
     "train", "train_config_from_args", "weights_to_bytes",
 ]

@@ -72,6 +72,11 @@ def setup(device_name: str = "auto") -> DistInfo:
     return DistInfo(rank, world, local_rank, device, here)
 
 
+def is_main_process() -> bool:
+    """True in a single process and on global rank 0 under torchrun: the one that should print."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 def teardown(info: DistInfo) -> None:
     if info.initialised_here and dist.is_initialized():
         dist.destroy_process_group()
