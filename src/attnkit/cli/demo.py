@@ -11,7 +11,6 @@ a normal translation run: ``attnkit translate run DIR`` translates more dates af
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import sys
 import time
@@ -25,7 +24,7 @@ from attnkit.models.seq2seq import TranslationTask, Translator, finalize_weights
 from attnkit.models.transformer import Transformer, TransformerConfig
 from attnkit.tokenizers.subword import BOS_ID, SubwordTokenizer
 from attnkit.training import TrainConfig, train
-from attnkit.training.checkpoint import RUN_FILE
+from attnkit.training.checkpoint import RUN_FILE, read_meta_file
 from attnkit.viz.heatmap import plot_attention
 
 
@@ -44,7 +43,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _prepare_out(out: Path) -> None:
     if out.exists():
-        meta = json.loads((out / RUN_FILE).read_text()) if (out / RUN_FILE).is_file() else {}
+        meta = read_meta_file(out / RUN_FILE) if (out / RUN_FILE).is_file() else {}
         if meta.get("demo") is not True:
             raise InputError(f"{out} exists and is not an earlier demo run; choose another --out")
         shutil.rmtree(out)

@@ -181,9 +181,11 @@ class Transformer(nn.Module):
         """tgt [B, T] ids at positions offset.. offset+T-1; memory [B, S, E]; memory_mask [B, 1, 1, S].
         Each target position sees only itself and earlier ones (causal) and every real source token."""
         x = self.tgt_embed(tgt, offset=offset)
+        # One new query after the cached prefix may see every key: skip building an all-True mask.
+        causal = not (caches is not None and tgt.shape[1] == 1)
         weights: list[Tensor] = []
         for i, layer in enumerate(self.decoder):
-            out = layer(x, causal=True, memory=memory, memory_mask=memory_mask,
+            out = layer(x, causal=causal, memory=memory, memory_mask=memory_mask,
                         cache=None if caches is None else caches[i], need_weights=need_weights)
             x = out.x
             if need_weights:
