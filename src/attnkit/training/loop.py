@@ -348,6 +348,7 @@ class _Trainer:
         if self.info.is_main:
             state = {
                 "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),  # a record: on resume the current flags decide
                 "scaler": self.scaler.state_dict(), "step": self.step, "position": position.to_dict(),
                 "elapsed_s": self.elapsed_before + time.monotonic() - started, "rng": rngs,
                 "world": self.info.world,
