@@ -162,7 +162,11 @@ def main() -> None:
     p.add_argument("--test", type=int, default=500, help="held-out sentences scored")
     p.add_argument("--train-lines", type=int, default=None, help="Multi30k: first N training pairs")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--from-json", help="only print the table of this results file")
     args = p.parse_args()
+    if args.from_json:
+        print(table(json.loads(Path(args.from_json).read_text())["runs"]))
+        return
     torch.set_num_threads(1)  # the machine is shared; budgets are CPU seconds of one thread
     runs = []
     for task_name in args.tasks.split(","):
@@ -172,8 +176,8 @@ def main() -> None:
             r = run_one(m, task, seconds, args.seed)
             runs.append(r)
             print(json.dumps(r), flush=True)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps({"args": vars(args), "runs": runs}, indent=1) + "\n")
+            Path(args.out).parent.mkdir(parents=True, exist_ok=True)  # after every run: partial results survive
+            Path(args.out).write_text(json.dumps({"args": vars(args), "runs": runs}, indent=1) + "\n")
     print(table(runs))
 
 
