@@ -115,7 +115,7 @@ def part_c(out: Path, texts, y, tr, te, pre_minutes: float, ft_steps: int, ft_mi
     torch.manual_seed(0)
     mlm = BERTForMaskedLM(config)
     task = MLMTask(ids[:cut], ids[cut:], tok, config, max_tokens=4096, seed=0)
-    steps = int(pre_minutes * 120)
+    steps = int(pre_minutes * 300)  # more than fit: the time budget decides
     cfg = TrainConfig(max_steps=steps, lr=1e-3, warmup=max(steps // 20, 1), schedule="linear", weight_decay=0.01,
                       betas=(0.9, 0.999), eps=1e-6, ckpt_every=0, log_every=50, time_limit_s=pre_minutes * 60,
                       quiet=True, device="cpu")
@@ -141,9 +141,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--lr-train-sentences", type=int, default=0, help="(a): 0 = the whole training split")
     ap.add_argument("--finetune-minutes", type=float, default=10.0, help="(b) budget")
-    ap.add_argument("--pretrain-minutes", type=float, default=6.0, help="(c) masked-LM budget")
-    ap.add_argument("--small-steps", type=int, default=600, help="(c) fine-tuning steps of each arm")
-    ap.add_argument("--small-minutes", type=float, default=3.0, help="(c) fine-tuning budget of each arm")
+    ap.add_argument("--pretrain-minutes", type=float, default=5.0, help="(c) masked-LM budget")
+    ap.add_argument("--small-steps", type=int, default=400, help="(c) fine-tuning steps of each arm")
+    ap.add_argument("--small-minutes", type=float, default=2.5, help="(c) fine-tuning budget of each arm")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
