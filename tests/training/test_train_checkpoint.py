@@ -138,8 +138,26 @@ def test_compiled_and_plain_checkpoints_interchange(tmp_path) -> None:
     other = torch.compile(ToyModel())
     ck.load_weights_into(other, {"_orig_mod." + k: v for k, v in plain.state_dict().items()}, f)
     assert torch.equal(other._orig_mod.emb.weight, plain.emb.weight)
-    nested = {"encoder._orig_mod.module.layer.weight": 1, "module.x": 2, "module_list.y": 3}
-    assert ck.strip_wrapper_prefixes(nested) == {"encoder.layer.weight": 1, "x": 2, "module_list.y": 3}
+    nested = {"encoder._orig_mod.layer.weight": 1, "module._orig_mod.x": 2, "_orig_mod.module.z": 3,
+              "inner.module.y": 4, "module_list.w": 5}
+    assert ck.strip_wrapper_prefixes(nested) == {"encoder.layer.weight": 1, "x": 2, "z": 3, "inner.module.y": 4,
+                                                 "module_list.w": 5}
+    ddp_state = {"module." + k: v for k, v in plain.state_dict().items()}
+    ck.load_weights_into(other, ddp_state, f)
+
+
+def test_a_submodule_named_module_is_not_mistaken_for_a_wrapper(tmp_path) -> None:
+    class Holder(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.module = ToyModel()
+
+    a, b = Holder(), Holder()
+    f = tmp_path / "h.safetensors"
+    f.write_bytes(ck.weights_to_bytes(a))
+    assert "module.emb.weight" in ck.read_weights(f)
+    ck.load_weights_into(b, ck.read_weights(f), f)
+    assert ck.unwrap_model(b) is b and torch.equal(b.module.emb.weight, a.module.emb.weight)
 
 
 def test_rng_state_round_trip() -> None:

@@ -39,7 +39,6 @@ from attnkit.errors import CheckpointError
 
 MODEL_FILE, STATE_FILE, META_FILE, RUN_FILE = "model.safetensors", "state.pt", "meta.json", "run.json"
 _STEP_DIR = re.compile(r"^step-(\d+)$")
-_WRAPPER_PREFIXES = ("_orig_mod.", "module.")  # added by torch.compile and DistributedDataParallel
 
 
 # ----------------------------------------------------------------------------------------- atomic files
@@ -79,26 +78,26 @@ def _write_synced(path: Path, data: bytes) -> None:
 
 
 # ------------------------------------------------------------------------------------------- weights
-def strip_wrapper_prefixes(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Remove ``_orig_mod.`` (torch.compile) and ``module.`` (DDP) from every key, at any depth."""
+def strip_wrapper_prefixes(state: dict[str, torch.Tensor], *, ddp: bool = True) -> dict[str, torch.Tensor]:
+    """Remove ``_orig_mod.`` (torch.compile) at any depth and, if ``ddp``, leading ``module.`` (DDP)."""
     out = {}
     for key, value in state.items():
-        parts = [p for p in key.split(".") if p not in ("_orig_mod", "module")] if _has_prefix(key) else None
-        out[".".join(parts) if parts else key] = value
+        parts = [p for p in key.split(".") if p != "_orig_mod"]
+        while ddp and len(parts) > 1 and parts[0] == "module":
+            parts = parts[1:]
+        out[".".join(parts)] = value
     return out
-
-
-def _has_prefix(key: str) -> bool:
-    return any(key.startswith(p) or f".{p}" in key for p in _WRAPPER_PREFIXES)
 
 
 def unwrap_model(model: nn.Module) -> nn.Module:
     """The plain module under torch.compile / DistributedDataParallel wrappers."""
     while True:
-        inner = getattr(model, "_orig_mod", None) or getattr(model, "module", None)
-        if not isinstance(inner, nn.Module):
+        if isinstance(model, nn.parallel.DistributedDataParallel):
+            model = model.module
+        elif isinstance(getattr(model, "_orig_mod", None), nn.Module):  # torch.compile's OptimizedModule
+            model = model._orig_mod
+        else:
             return model
-        model = inner
 
 
 def unwrap_ddp(model: nn.Module) -> nn.parallel.DistributedDataParallel | None:
@@ -112,8 +111,10 @@ def unwrap_ddp(model: nn.Module) -> nn.parallel.DistributedDataParallel | None:
 
 def weights_to_bytes(model_or_state: nn.Module | dict[str, torch.Tensor]) -> bytes:
     """safetensors bytes of a model's weights; tensors sharing storage (tied weights) are stored once."""
-    state = model_or_state.state_dict() if isinstance(model_or_state, nn.Module) else model_or_state
-    state = strip_wrapper_prefixes(state)
+    if isinstance(model_or_state, nn.Module):
+        state = strip_wrapper_prefixes(unwrap_model(model_or_state).state_dict(), ddp=False)
+    else:
+        state = strip_wrapper_prefixes(model_or_state)
     unique: dict[str, torch.Tensor] = {}
     aliases: dict[str, str] = {}
     seen: dict[tuple, str] = {}
@@ -140,8 +141,11 @@ def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
 def load_weights_into(model: nn.Module, state: dict[str, torch.Tensor], source: str | Path) -> None:
     """``model.load_state_dict`` after checking that names and shapes match; else CheckpointError."""
     target = unwrap_model(model)
-    state = strip_wrapper_prefixes(state)
     expected = target.state_dict()
+    state = strip_wrapper_prefixes(state, ddp=False)
+    if set(state) != set(expected):  # maybe saved from a DDP wrapper by another tool
+        without_ddp = strip_wrapper_prefixes(state)
+        state = without_ddp if set(without_ddp) == set(expected) else state
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     wrong = [
