@@ -158,10 +158,16 @@ def build_task(args: argparse.Namespace, seed: int) -> LMTask:
     out = Path(args.out)
     if latest_checkpoint(out) is not None:
         meta = read_meta(out, family=FAMILY)
-        config = GPTConfig.from_dict(meta["model_config"])
+        try:
+            config = GPTConfig.from_dict(meta["model_config"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CheckpointError(f"{meta['checkpoint_dir']}: bad model configuration ({exc})") from None
+        # The data stream depends on the batch size: keep the run's own so that resuming is exact.
+        batch = int(meta.get("train_config", {}).get("extra", {}).get("batch_size", args.batch_size))
         tok = TextTokenizer.load(out)
-        print(f"attnkit: resuming {out} from step {meta.get('step')}", file=sys.stderr)
-        return LMTask(load_ids(out / TRAIN_IDS), load_ids(out / VAL_IDS), config, tok, args.batch_size, seed,
+        print(f"attnkit: resuming {out} from step {meta.get('step')} (the text and model flags of the run "
+              f"are kept; batch size {batch})", file=sys.stderr)
+        return LMTask(load_ids(out / TRAIN_IDS), load_ids(out / VAL_IDS), config, tok, batch, seed,
                       args.eval_batches)
     if (out / RUN_FILE).is_file():
         family = json.loads((out / RUN_FILE).read_text()).get("family")
@@ -185,8 +191,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     if args.batch_size < 1:
         raise InputError(f"--batch-size must be >= 1, got {args.batch_size}")
-    cfg = train_config_from_args(args, batch_size=args.batch_size, text=str(args.text))
-    task = build_task(args, cfg.seed)
+    task = build_task(args, args.seed)
+    cfg = train_config_from_args(args, batch_size=task.batch_size, text=str(args.text))
     torch.manual_seed(cfg.seed)
     model = GPT(task.config)
     result = train(task, model, cfg, args.out, optimizer_factory=fused_adamw)
