@@ -106,31 +106,39 @@ def part_b(out: Path, texts, y, tr, te, minutes: float) -> None:
     record(out, {"part": "b", "method": "fine-tuned MiniLM (attnkit)", "budget_min": minutes, **row})
 
 
-def part_c(out: Path, texts, y, tr, te, pre_minutes: float, ft_steps: int, ft_minutes: float) -> None:
+def part_c(out: Path, texts, y, tr, te, pre_minutes: float, ft_steps: int, ft_minutes: float,
+           lrs: list[float], reuse: bool) -> None:
+    from attnkit.models.bert_tasks import load_run
+
     train_text = [texts[i] for i in tr]
-    tok = WordPiece.train(train_text, 8000)
-    config = BERTConfig.mini(vocab_size=tok.vocab_size)
-    ids = tok.encode(train_text, max_length=config.max_positions).ids
-    cut = len(ids) - min(2000, len(ids) // 10)  # MLM validation: the last 2,000 training-split sentences
-    torch.manual_seed(0)
-    mlm = BERTForMaskedLM(config)
-    task = MLMTask(ids[:cut], ids[cut:], tok, config, max_tokens=4096, seed=0)
-    steps = int(pre_minutes * 300)  # more than fit: the time budget decides
-    cfg = TrainConfig(max_steps=steps, lr=1e-3, warmup=max(steps // 20, 1), schedule="linear", weight_decay=0.01,
-                      betas=(0.9, 0.999), eps=1e-6, ckpt_every=0, log_every=50, time_limit_s=pre_minutes * 60,
-                      quiet=True, device="cpu")
-    shutil.rmtree(out / "c-mlm", ignore_errors=True)
-    t = time.perf_counter()
-    res = train(task, mlm, cfg, out / "c-mlm")
-    record(out, {"part": "c-pretrain", "preset": "mini", "steps": res.step, "stop": res.stop_reason,
-                 "train_s": round(time.perf_counter() - t, 1), **res.eval})
-    for init in ("pretrained", "random"):
+    if reuse:  # the masked LM of an earlier run of this part (its tokenizer included)
+        mlm, tok, _ = load_run(out / "c-mlm")
+        config = mlm.config
+    else:
+        tok = WordPiece.train(train_text, 8000)
+        config = BERTConfig.mini(vocab_size=tok.vocab_size)
+        ids = tok.encode(train_text, max_length=config.max_positions).ids
+        cut = len(ids) - min(2000, len(ids) // 10)  # MLM validation: the last 2,000 training-split sentences
         torch.manual_seed(0)
-        clf = BERTForSequenceClassification(config, 2)
-        if init == "pretrained":
-            clf.bert.load_state_dict(mlm.bert.state_dict(), strict=False)  # the pooler stays fresh
-        row = finetune(out, f"c-{init}", clf, tok, texts, y, tr, te, steps=ft_steps, minutes=ft_minutes, lr=3e-4)
-        record(out, {"part": "c", "method": f"small BERT (mini) fine-tuned from {init} init", **row})
+        mlm = BERTForMaskedLM(config)
+        task = MLMTask(ids[:cut], ids[cut:], tok, config, max_tokens=4096, seed=0)
+        steps = int(pre_minutes * 300)  # more than fit: the time budget decides
+        cfg = TrainConfig(max_steps=steps, lr=1e-3, warmup=max(steps // 20, 1), schedule="linear",
+                          weight_decay=0.01, betas=(0.9, 0.999), eps=1e-6, ckpt_every=0, log_every=50,
+                          time_limit_s=pre_minutes * 60, quiet=True, device="cpu")
+        shutil.rmtree(out / "c-mlm", ignore_errors=True)
+        t = time.perf_counter()
+        res = train(task, mlm, cfg, out / "c-mlm")
+        record(out, {"part": "c-pretrain", "preset": "mini", "steps": res.step, "stop": res.stop_reason,
+                     "train_s": round(time.perf_counter() - t, 1), **res.eval})
+    for lr in lrs:
+        for init in ("pretrained", "random"):
+            torch.manual_seed(0)
+            clf = BERTForSequenceClassification(config, 2)
+            if init == "pretrained":
+                clf.bert.load_state_dict(mlm.bert.state_dict(), strict=False)  # the pooler stays fresh
+            row = finetune(out, f"c-{init}", clf, tok, texts, y, tr, te, steps=ft_steps, minutes=ft_minutes, lr=lr)
+            record(out, {"part": "c", "method": f"small BERT (mini) fine-tuned from {init} init", "lr": lr, **row})
 
 
 def main() -> None:
@@ -144,6 +152,8 @@ def main() -> None:
     ap.add_argument("--pretrain-minutes", type=float, default=5.0, help="(c) masked-LM budget")
     ap.add_argument("--small-steps", type=int, default=400, help="(c) fine-tuning steps of each arm")
     ap.add_argument("--small-minutes", type=float, default=2.5, help="(c) fine-tuning budget of each arm")
+    ap.add_argument("--small-lrs", type=float, nargs="+", default=[3e-4], help="(c) fine-tuning learning rates")
+    ap.add_argument("--reuse-pretrained", action="store_true", help="(c) use OUT/c-mlm instead of pre-training")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -161,7 +171,8 @@ def main() -> None:
     if "b" in args.parts:
         part_b(args.out, texts, y, tr, te, args.finetune_minutes)
     if "c" in args.parts:
-        part_c(args.out, texts, y, tr, te, args.pretrain_minutes, args.small_steps, args.small_minutes)
+        part_c(args.out, texts, y, tr, te, args.pretrain_minutes, args.small_steps, args.small_minutes,
+               args.small_lrs, args.reuse_pretrained)
 
 
 if __name__ == "__main__":
