@@ -15,6 +15,7 @@ import sys
 
 import numpy as np
 
+from attnkit.cli.textarg import utf8_text
 from attnkit.data.tsv import decode_lines, read_lines
 from attnkit.errors import InputError
 
@@ -51,7 +52,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     q = sub.add_parser("similar", help="the corpus lines most similar to a query (cosine of embeddings)")
     _add_model_args(q)
     q.add_argument("--corpus", required=True, help="text file, one sentence per line")
-    q.add_argument("--query", required=True, help="the sentence to search for")
+    q.add_argument("--query", required=True, type=utf8_text, help="the sentence to search for")
     q.add_argument("-k", type=int, default=5, help="number of results (default %(default)s)")
     q.set_defaults(func=_similar)
 

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from attnkit.cli.textarg import utf8_text
 from attnkit.data.text import RandomBlocks, load_ids, read_text, save_ids, split_ids, to_array
 from attnkit.decoding.generate import GenerationConfig, generate_text
 from attnkit.errors import CheckpointError, InputError
@@ -69,7 +70,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     s = lsub.add_parser("sample", help="continue a prompt")
     _model_source(s)
-    s.add_argument("--prompt", default="", help="text to continue (default: empty)")
+    s.add_argument("--prompt", default="", type=utf8_text, help="text to continue (default: empty)")
     s.add_argument("--max-new-tokens", type=int, default=200)
     s.add_argument("--temperature", type=float, default=0.8, help="0 = greedy (default %(default)s)")
     s.add_argument("--top-k", type=int, help="sample among the k most likely tokens")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 
+from attnkit.cli.textarg import utf8_text
 from attnkit.errors import InputError
 
 
@@ -17,8 +18,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("viz", help="attention heatmaps (PNG) and an HTML viewer of a model's weights",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("model", metavar="RUN|HF_DIR", help="translation/GPT/BERT run, or Hugging Face GPT-2/BERT dir")
-    p.add_argument("--text", required=True, help="input text (translation: the source sentence)")
-    p.add_argument("--target", help="translation: the target sentence (default: the model's greedy translation)")
+    p.add_argument("--text", required=True, type=utf8_text, help="input text (translation: the source sentence)")
+    p.add_argument("--target", type=utf8_text,
+                   help="translation: the target sentence (default: the model's greedy translation)")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--layer", type=int, help="also draw single heads of this layer")
     p.add_argument("--head", type=int, help="also draw this head (of every layer, or of --layer)")
