@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import io
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,23 @@ from attnkit.data.dates import dates_corpus
 ERROR_PREFIX = "attnkit: error:"
 WORDS = "the a dog cat runs sleeps on under big small red green house tree park man woman child".split()
 QUIET = ["--quiet", "--eval-every", "0"]
+
+
+def run_cli(argv: list[str], stdin: bytes = b"") -> tuple[int, bytes, str]:
+    """``attnkit argv`` in this process with ``stdin`` bytes; (exit code, stdout bytes, stderr text)."""
+    out, err = io.BytesIO(), io.StringIO()
+    fake_out = io.TextIOWrapper(out, encoding="utf-8", write_through=True)
+    saved = sys.stdin, sys.stdout, sys.stderr
+    sys.stdin = io.TextIOWrapper(io.BytesIO(stdin), encoding="utf-8")
+    sys.stdout, sys.stderr = fake_out, err
+    try:
+        code = main(argv)
+    except SystemExit as exc:  # argparse: usage + one error line, exit 2
+        code = exc.code
+    finally:
+        fake_out.flush()
+        sys.stdin, sys.stdout, sys.stderr = saved
+    return code, out.getvalue(), err.getvalue()
 
 
 def minilm_dir() -> Path:
