@@ -105,6 +105,19 @@ def test_translate_run_any_bytes(runs, data: bytes) -> None:
         assert check(code, err)
 
 
+@FEW
+@given(raw_bytes, raw_bytes)
+def test_translate_train_any_files(tmp_path_factory, src: bytes, tgt: bytes) -> None:
+    tmp = tmp_path_factory.mktemp("tr-train")
+    _write(tmp, "train.words", src)
+    _write(tmp, "train.iso", tgt)
+    code, out, err = run_cli(["translate", "train", "--data", str(tmp), "--src", "words", "--tgt", "iso", "--out",
+                              str(tmp / "run"), "--preset", "tiny", "--vocab-size", "60", "--max-tokens", "128",
+                              "--max-len", "16", "--steps", "1", "--eval-every", "0", "--quiet"])
+    if check(code, err):
+        assert (tmp / "run" / "model.safetensors").is_file()
+
+
 # -------------------------------------------------------------------------------------------------- lm
 @FUZZ
 @given(st.one_of(st.text(max_size=40), text, long_line.map(lambda s: s[:400])), st.sampled_from(["lm", "lm_bpe"]))
@@ -229,7 +242,8 @@ def test_similar_any_corpus_and_query(runs, tmp_path_factory, corpus: bytes, que
 @given(st.one_of(st.text(max_size=12), long_line.map(lambda s: s[:600])), st.sampled_from(["translate", "lm", "mlm"]))
 def test_viz_any_text(runs, tmp_path_factory, txt: str, which: str) -> None:
     out_dir = tmp_path_factory.mktemp("viz")
-    code, out, err = run_cli(["viz", str(runs[which]), f"--text={txt}", "--out", str(out_dir)])
+    target = [f"--target={txt[::-1]}"] if which == "translate" and len(txt) % 2 else []
+    code, out, err = run_cli(["viz", str(runs[which]), f"--text={txt}", *target, "--out", str(out_dir)])
     if check(code, err):
         for p in out.decode("utf-8").split("\n")[:-1]:
             assert Path(p).is_file()
