@@ -23,6 +23,9 @@ class DecoderSession(Protocol):
         """Keep batch rows ``index`` [B'] in that order (beam search)."""
         ...
 
+    # Optional: ``step_last(tokens [B, t]) -> logits [B, V]`` of the last position only; ``generate`` uses
+    # it when present (a model then skips the output projection of every other prompt position).
+
 
 @dataclass
 class GenerationConfig:
@@ -94,7 +97,11 @@ def _generate(session: DecoderSession, prompt: Tensor, cfg: GenerationConfig) ->
     done = torch.zeros(b, dtype=torch.bool, device=prompt.device)
     stops = torch.tensor(cfg.stop_tokens, dtype=torch.long, device=prompt.device)
     out: list[Tensor] = []
-    logits = session.step(prompt)[:, -1]  # (B, V)
+    step_last = getattr(session, "step_last", None)
+    if step_last is None:
+        def step_last(tokens: Tensor) -> Tensor:
+            return session.step(tokens)[:, -1]
+    logits = step_last(prompt)  # (B, V)
     for i in range(cfg.max_new_tokens):
         token = _next_token(logits, cfg, generator)
         token = token.masked_fill(done, cfg.pad_id)
@@ -104,7 +111,7 @@ def _generate(session: DecoderSession, prompt: Tensor, cfg: GenerationConfig) ->
             if bool(done.all()):
                 break
         if i + 1 < cfg.max_new_tokens:
-            logits = session.step(token.unsqueeze(1))[:, -1]
+            logits = step_last(token.unsqueeze(1))
     if not out:
         return prompt.new_zeros(b, 0)
     return torch.stack(out, dim=1)

@@ -227,6 +227,15 @@ class GPTSession:
 
     def step(self, tokens: Tensor) -> Tensor:
         """tokens [B, t] -> logits [B, t, V]; appends them to the caches."""
+        return self.model.lm_head(self._hidden(tokens))  # (B, t, V)
+
+    def step_last(self, tokens: Tensor) -> Tensor:
+        """As ``step`` but only the last position's logits [B, V]: a prompt of T0 tokens costs one output
+        projection instead of T0 (``generate`` uses this when a session has it)."""
+        return self.model.lm_head(self._hidden(tokens)[:, -1])  # (B, V)
+
+    def _hidden(self, tokens: Tensor) -> Tensor:
+        """tokens [B, t] -> final-LayerNorm hidden states [B, t, E]; appends them to the caches."""
         t = tokens.shape[1]
         if self.length + t > self.max_len:
             raise ValueError(f"cannot decode past {self.max_len} tokens ({self.length} done, {t} more)")
@@ -240,7 +249,7 @@ class GPTSession:
         for layer, cache in zip(model.layers, self.caches, strict=True):
             x = layer(x, mask=mask, causal=causal, cache=cache).x
         self.length = end
-        return model.lm_head(model.norm(x))  # (B, t, V)
+        return model.norm(x)
 
     def reorder(self, index: Tensor) -> None:
         for cache in self.caches:
