@@ -367,3 +367,23 @@ def test_training_on_odd_but_valid_text_works(tmp_path, body: str) -> None:
                               "--vocab-size", "40", "--max-tokens", "128", "--steps", "1", "--eval-every", "0",
                               "--quiet"])
     assert check(code, err) and out.startswith(b"step 1")
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["lm", "sample", "{lm_bpe}", "--prompt=a", "--max-new-tokens", "2", "--temperature", "nan"], "--temperature"),
+    (["lm", "sample", "{lm_bpe}", "--prompt=a", "--max-new-tokens", "2", "--seed", str(10**20)], "--seed"),
+    (["lm", "train", "--text", "{text}", "--out", "{tmp}/o", "--tokenizer", "bpe", "--bpe-vocab", "100"],
+     "--bpe-vocab"),
+    (["classify", "train", "--data", "{tsv}", "--init", "{mlm}", "--out", "{tmp}/c", "--holdout", "0"], "--holdout"),
+    (["classify", "train", "--data", "{tsv}", "--init", "{mlm}", "--out", "{tmp}/c", "--holdout", "nan"], "--holdout"),
+    (["classify", "train", "--data", "{tsv}", "--init", "{mlm}", "--out", "{tmp}/c", "--split-seed", "-1"],
+     "--split-seed"),
+])
+def test_numeric_flags_that_gave_a_traceback(runs, tmp_path, argv: list[str], message: str) -> None:
+    """Regression: these flag values raised RuntimeError / ValueError (a traceback); now one error line."""
+    (tmp_path / "t.txt").write_text("the dog runs under the tree\n" * 20)
+    (tmp_path / "d.tsv").write_text("pos\tthe dog\nneg\tthe cat\n" * 5)
+    names = {**{k: str(v) for k, v in runs.items()}, "text": str(tmp_path / "t.txt"), "tsv": str(tmp_path / "d.tsv"),
+             "tmp": str(tmp_path)}
+    code, _, err = run_cli([a.format(**names) for a in argv])
+    assert code == 2 and not check(code, err) and message in err.split("\n")[-2], err

@@ -87,6 +87,8 @@ def _train(args: argparse.Namespace) -> int:
 
     if args.batch_size < 1 or args.max_length < 2:
         raise InputError("--batch-size must be >= 1 and --max-length >= 2")
+    if not 0.0 < args.holdout < 1.0 or args.split_seed < 0:
+        raise InputError(f"--holdout must be in (0, 1) and --split-seed >= 0, got {args.holdout} and {args.split_seed}")
     cfg = train_config_from_args(args, init=args.init, from_scratch=args.from_scratch, batch_size=args.batch_size,
                                  max_length=args.max_length, holdout=args.holdout, split_seed=args.split_seed)
     data = read_tsv(args.data)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -174,6 +175,8 @@ def build_task(args: argparse.Namespace, seed: int) -> LMTask:
         family = json.loads((out / RUN_FILE).read_text()).get("family")
         if family != FAMILY:
             raise CheckpointError(f"{out}: a run of a {family!r} model; choose another --out")
+    if args.tokenizer == "bpe" and args.bpe_vocab < 257:
+        raise InputError(f"--bpe-vocab must be >= 257 (256 bytes + end of text), got {args.bpe_vocab}")
     text = read_text(args.text)
     tok = train_char_tokenizer(text) if args.tokenizer == "char" else train_bytebpe([text], args.bpe_vocab)
     ids = to_array(tok.encode(text), tok.vocab_size)
@@ -238,6 +241,10 @@ def _prompt(prompt: str, tok: TextTokenizer) -> list[int]:
 def cmd_sample(args: argparse.Namespace) -> int:
     if args.max_new_tokens < 0 or args.num_samples < 1:
         raise InputError("--max-new-tokens must be >= 0 and --num-samples >= 1")
+    if math.isnan(args.temperature):
+        raise InputError("--temperature must be a number >= 0, got nan")
+    if args.seed is not None and not -(2**63) <= args.seed < 2**63:
+        raise InputError(f"--seed must fit in 64 bits, got {args.seed}")
     model, tok = load_lm(args)
     prompt = _prompt(args.prompt, tok)
     n_prompt = len(prompt)
