@@ -87,7 +87,8 @@ def run(args: argparse.Namespace) -> int:
     print("\nsample translations (held-out dates):")
     for s, h, r in list(zip(test.src, hyps, test.tgt, strict=True))[:8]:
         print(f"  {s:<60} -> {h}  {'ok' if h == r else 'expected ' + r}")
-    png = _attention_png(translator, test.src[0], out / "attention.png")
+    spelled = next((s for s in test.src if not any(c.isdigit() for c in s)), test.src[0])  # words only
+    png = _attention_png(translator, spelled, out / "attention.png")
     print(f"\nheld-out exact match: {accuracy:.1f}% ({correct}/{len(test)}) after {result.step} steps; "
           f"total time {time.monotonic() - started:.0f} s")
     print(f"encoder-decoder attention: {png}")
