@@ -387,3 +387,20 @@ def test_numeric_flags_that_gave_a_traceback(runs, tmp_path, argv: list[str], me
              "tmp": str(tmp_path)}
     code, _, err = run_cli([a.format(**names) for a in argv])
     assert code == 2 and not check(code, err) and message in err.split("\n")[-2], err
+
+
+@pytest.mark.parametrize("extra", [["--max-len", "12"], ["--val-bleu-n", "0"], ["--heads", "0"], ["--d-model", "0"],
+                                   ["--label-smoothing", "1"], ["--dropout", "1.5"], ["--max-tokens", "0"]])
+def test_translate_train_flags_and_long_validation_lines(runs, tmp_path, extra: list[str]) -> None:
+    """Regression: validation sentences longer than --max-len crashed the evaluation (ValueError: position
+    beyond the maximum length), --val-bleu-n 0 crashed sacreBLEU (IndexError), and zero / out-of-range
+    model flags raised ZeroDivisionError / ValueError. Now: truncated like the training pairs, BLEU skipped,
+    and one error line."""
+    data = runs["translate"].parent / "parallel"
+    code, out, err = run_cli(["translate", "train", "--data", str(data), "--src", "words", "--tgt", "iso", "--out",
+                              str(tmp_path / "run"), "--preset", "tiny", "--vocab-size", "20", "--max-tokens", "256",
+                              "--steps", "1", "--eval-every", "1", "--val-bleu-n", "2", "--quiet", *extra])
+    if check(code, err):
+        assert extra[0] in ("--max-len", "--val-bleu-n") and "val_loss" in err
+    else:
+        assert err.split("\n")[-2].startswith(f"{ERROR_PREFIX} {extra[0]} must be")

@@ -134,7 +134,23 @@ def _tokenizers(args, out: Path, train_src: list[str], train_tgt: list[str]):  #
     return SubwordTokenizer.train(train_src, args.vocab_size), SubwordTokenizer.train(train_tgt, args.vocab_size)
 
 
+def _check_train_args(args: argparse.Namespace) -> None:
+    """InputError for out-of-range flags (they would fail deep inside the model or the loss)."""
+    checks = [("--max-tokens", args.max_tokens, args.max_tokens >= 1, ">= 1"),
+              ("--max-len", args.max_len, args.max_len >= 2, ">= 2"),
+              ("--label-smoothing", args.label_smoothing, 0.0 <= args.label_smoothing < 1.0, "in [0, 1)"),
+              ("--val-bleu-n", args.val_bleu_n, args.val_bleu_n >= 0, ">= 0")]
+    checks += [(flag, v, v >= 1, ">= 1") for flag, v in (("--d-model", args.d_model), ("--heads", args.heads),
+                                                         ("--d-ff", args.d_ff)) if v is not None]
+    if args.dropout is not None:
+        checks.append(("--dropout", args.dropout, 0.0 <= args.dropout < 1.0, "in [0, 1)"))
+    for flag, value, ok, rule in checks:
+        if not ok:
+            raise InputError(f"{flag} must be {rule}, got {value}")
+
+
 def cmd_train(args: argparse.Namespace) -> int:
+    _check_train_args(args)
     if args.threads:
         torch.set_num_threads(args.threads)
     out = Path(args.out)

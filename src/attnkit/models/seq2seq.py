@@ -123,8 +123,9 @@ class TranslationTask:
     def evaluate(self, model: nn.Module) -> dict[str, float]:
         if not self.val_src:
             return {}
-        src = [self.src_tok.encode(s) for s in self.val_src]
-        tgt = [self.tgt_tok.encode(s) for s in self.val_tgt]
+        max_len = int(self.meta.get("max_len", 256))  # truncated as the training pairs are
+        src = [self.src_tok.encode(s)[:max_len] for s in self.val_src]
+        tgt = [self.tgt_tok.encode(s)[: max_len - 1] for s in self.val_tgt]
         total, count = 0.0, 0
         device = next(model.parameters()).device
         for idx in sorted_batches([len(s) for s in src], 4000):
@@ -133,6 +134,8 @@ class TranslationTask:
             loss = smoothed_cross_entropy(logits, b.tgt_out.to(device), smoothing=0.0, ignore_index=PAD_ID)
             total, count = total + float(loss.total), count + int(loss.count)
         n = min(self.val_bleu_n, len(self.val_src))
+        if n < 1:
+            return {"val_loss": total / max(count, 1)}
         translator = Translator(model, self.src_tok, self.tgt_tok, self.meta.get("max_len", 256))
         hyps = translator.translate(self.val_src[:n], beam_size=1)
         scores = corpus_scores(hyps, self.val_tgt[:n])
