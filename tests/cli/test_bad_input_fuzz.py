@@ -374,6 +374,8 @@ def test_training_on_odd_but_valid_text_works(tmp_path, body: str) -> None:
     (["lm", "sample", "{lm_bpe}", "--prompt=a", "--max-new-tokens", "2", "--seed", str(10**20)], "--seed"),
     (["lm", "train", "--text", "{text}", "--out", "{tmp}/o", "--tokenizer", "bpe", "--bpe-vocab", "100"],
      "--bpe-vocab"),
+    (["lm", "train", "--text", "{text}", "--out", "{tmp}/o", "--preset", "tiny", "--block-size", "8", "--steps", "1",
+      "--eval-batches", "0"], "--eval-batches"),
     (["classify", "train", "--data", "{tsv}", "--init", "{mlm}", "--out", "{tmp}/c", "--holdout", "0"], "--holdout"),
     (["classify", "train", "--data", "{tsv}", "--init", "{mlm}", "--out", "{tmp}/c", "--holdout", "nan"], "--holdout"),
     (["classify", "train", "--data", "{tsv}", "--init", "{mlm}", "--out", "{tmp}/c", "--split-seed", "-1"],

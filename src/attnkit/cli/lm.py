@@ -195,6 +195,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     if args.batch_size < 1:
         raise InputError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.eval_batches is not None and args.eval_batches < 1:
+        raise InputError(f"--eval-batches must be >= 1, got {args.eval_batches}")
     task = build_task(args, args.seed)
     cfg = train_config_from_args(args, batch_size=task.batch_size, text=str(args.text))
     torch.manual_seed(cfg.seed)
