@@ -38,6 +38,16 @@ CASES: list[tuple[str, str, list[str], bytes]] = [
     ("translation", "characters never seen in training (CJK, emoji)", ["translate", "run", "{translate}"],
      "\u4e00\u4e8c \U0001f600\n".encode()),
     ("translation", "--beam 0", ["translate", "run", "{translate}", "--beam", "0"], b"3 May 2001\n"),
+    ("translation", "train: --max-tokens 0", ["translate", "train", "--data", "{parallel}", "--src", "words", "--tgt",
+                                             "iso", "--out", "{tmp}/ot", "--max-tokens", "0"], b""),
+    ("translation", "train: --heads 0", ["translate", "train", "--data", "{parallel}", "--src", "words", "--tgt", "iso",
+                                        "--out", "{tmp}/ot", "--heads", "0"], b""),
+    ("translation", "train: --label-smoothing 1", ["translate", "train", "--data", "{parallel}", "--src", "words",
+                                                  "--tgt", "iso", "--out", "{tmp}/ot", "--label-smoothing", "1"], b""),
+    ("translation", "train: parallel files of different lengths", ["translate", "train", "--data", "{uneven}", "--src",
+                                                                  "words", "--tgt", "iso", "--out", "{tmp}/ot"], b""),
+    ("translation", "train: --data not a directory", ["translate", "train", "--data", "{tmp}/nope", "--out",
+                                                     "{tmp}/ot"], b""),
     ("translation", "missing run dir", ["translate", "run", "{tmp}/nope"], b"x\n"),
     ("translation", "empty dir as run", ["translate", "run", "{tmp}/empty"], b"x\n"),
     ("translation", "run dir of another family (GPT)", ["translate", "run", "{lm}"], b"x\n"),
@@ -57,6 +67,12 @@ CASES: list[tuple[str, str, list[str], bytes]] = [
     ("GPT", "--max-new-tokens -1", ["lm", "sample", "{lm}", "--max-new-tokens", "-1"], b""),
     ("GPT", "--temperature -1", ["lm", "sample", "{lm}", "--temperature", "-1"], b""),
     ("GPT", "sample from a BERT run", ["lm", "sample", "{mlm}"], b""),
+    ("GPT", "--temperature nan", ["lm", "sample", "{lm}", "--temperature", "nan"], b""),
+    ("GPT", "--seed 10**20", ["lm", "sample", "{lm}", "--seed", "100000000000000000000"], b""),
+    ("GPT", "lm train: --bpe-vocab 100 (< 257)", ["lm", "train", "--text", "{ok_file}", "--out", "{tmp}/ob",
+                                                  "--tokenizer", "bpe", "--bpe-vocab", "100"], b""),
+    ("GPT", "lm train: --eval-batches 0", ["lm", "train", "--text", "{long_file}", "--out", "{tmp}/oe", "--preset",
+                                          "tiny", "--block-size", "8", "--eval-batches", "0"], b""),
     ("GPT", "neither RUN nor --hf", ["lm", "sample"], b""),
     ("GPT", "corrupt tokenizer.json", ["lm", "sample", "{broken_lm}"], b""),
     ("GPT", "lm eval: empty file", ["lm", "eval", "{lm}", "--text", "{empty_file}"], b""),
@@ -80,6 +96,8 @@ CASES: list[tuple[str, str, list[str], bytes]] = [
     ("BERT", "classify run: a BERT masked-LM run", ["classify", "run", "{mlm}"], b"x\n"),
     ("BERT", "classify train: malformed TSV rows", ["classify", "train", "--data", "{bad_tsv}", "--init", "{mlm}",
                                                    "--out", "{tmp}/o7"], b""),
+    ("BERT", "classify train: --holdout 0", ["classify", "train", "--data", "{good_tsv}", "--init", "{mlm}",
+                                            "--out", "{tmp}/oh", "--holdout", "0"], b""),
     ("BERT", "classify train: only one label", ["classify", "train", "--data", "{one_label}", "--init", "{mlm}",
                                                "--out", "{tmp}/o8"], b""),
     ("BERT", "classify train: TSV not UTF-8", ["classify", "train", "--data", "{bad_file}", "--init", "{mlm}",
@@ -122,6 +140,13 @@ def _files(tmp: Path, runs: dict[str, Path]) -> dict[str, str]:
         (tmp / name).write_bytes(data)
         names[name] = str(tmp / name)
     (tmp / "empty").mkdir()
+    (tmp / "long_file").write_text("the dog runs under the tree.\n" * 30)
+    names["long_file"] = str(tmp / "long_file")
+    names["parallel"] = str(tmp / "parallel")
+    (tmp / "uneven").mkdir()
+    (tmp / "uneven" / "train.words").write_text("a\nb\n")
+    (tmp / "uneven" / "train.iso").write_text("a\n")
+    names["uneven"] = str(tmp / "uneven")
     broken = tmp / "broken"
     shutil.copytree(runs["translate"], broken)
     weights = broken / "model.safetensors"
