@@ -218,6 +218,7 @@ class TransformerSession:
         s = src.shape[1]
         self.caches = [LayerCache(KVCache(max_len), KVCache(s)) for _ in model.decoder]
         self.offset = 0
+        self.sources = torch.arange(src.shape[0], device=src.device)  # (B,) source sentence of each row
 
     def step(self, tokens: Tensor) -> Tensor:
         """tokens [B, t] -> logits [B, t, V] (appended to the caches)."""
@@ -226,6 +227,14 @@ class TransformerSession:
         return self.model.output(out.hidden)
 
     def reorder(self, index: Tensor) -> None:
+        sources = self.sources.index_select(0, index)
+        if torch.equal(sources, self.sources):
+            # Beam search shuffles hypotheses among the rows of one sentence: the encoder output and the
+            # cross-attention keys/values of every row stay what they are; only the target prefix moves.
+            for cache in self.caches:
+                cache.self_attn.reorder(index)
+            return
+        self.sources = sources
         self.memory = self.memory.index_select(0, index)
         self.memory_mask = self.memory_mask.index_select(0, index)
         for cache in self.caches:
