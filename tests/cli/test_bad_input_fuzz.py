@@ -406,3 +406,13 @@ def test_translate_train_flags_and_long_validation_lines(runs, tmp_path, extra: 
         assert extra[0] in ("--max-len", "--val-bleu-n") and "val_loss" in err
     else:
         assert err.split("\n")[-2].startswith(f"{ERROR_PREFIX} {extra[0]} must be")
+
+
+def test_mlm_train_on_control_characters_only(tmp_path) -> None:
+    """Regression (found by test_mlm_train_any_file): lines of only control characters gave a vocabulary of
+    special tokens alone, and masking crashed (RuntimeError: random_ expects 'from' < 'to')."""
+    path = tmp_path / "t.txt"
+    path.write_bytes(b"\x00\n\x01\x02\n\x7f\n")
+    code, _, err = run_cli(["mlm", "train", "--text", str(path), "--out", str(tmp_path / "run"), "--preset", "tiny",
+                            "--vocab-size", "40", "--steps", "1", "--quiet"])
+    assert code == 2 and not check(code, err) and "no word pieces" in err, err

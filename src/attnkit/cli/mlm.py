@@ -48,7 +48,7 @@ def prepare_mlm(text: str | Path, run: Path, preset: str, vocab_size: int, val_f
     from attnkit.data.tsv import holdout_split, read_lines
     from attnkit.models.bert import BERTConfig, BERTForMaskedLM
     from attnkit.models.bert_tasks import TOKENIZER_DIR, MLMTask
-    from attnkit.tokenizers.wordpiece import WordPiece
+    from attnkit.tokenizers.wordpiece import SPECIALS, WordPiece
 
     raw = read_lines(text)
     numbers = [i for i, s in enumerate(raw) if s.strip()]  # 0-based file lines of the kept sentences
@@ -68,6 +68,9 @@ def prepare_mlm(text: str | Path, run: Path, preset: str, vocab_size: int, val_f
             tok = WordPiece.from_dir(tokenizer)
         else:
             tok = WordPiece.train((lines[i] for i in train_idx), vocab_size)
+            if tok.vocab_size <= len(SPECIALS):
+                raise InputError(f"{text}: the training lines have no word pieces to learn (only control "
+                                 "characters or whitespace?)")
         config = BERTConfig.preset(preset, vocab_size=tok.vocab_size)
     enc = tok.encode(lines, max_length=config.max_positions)
     note(f"longer than the model's maximum of {config.max_positions} tokens: truncated",
