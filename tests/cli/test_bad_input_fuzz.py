@@ -418,3 +418,15 @@ def test_mlm_train_on_control_characters_only(tmp_path) -> None:
     code, _, err = run_cli(["mlm", "train", "--text", str(path), "--out", str(tmp_path / "run"), "--preset", "tiny",
                             "--vocab-size", "40", "--steps", "1", "--quiet"])
     assert code == 2 and not check(code, err) and "no word pieces" in err, err
+
+
+def test_evaluating_on_an_empty_split(runs, tmp_path) -> None:
+    """Regression: `translate eval` on an empty split (IndexError in sacreBLEU) and `classify eval` whose
+    held-out split is empty (ValueError: accuracy of no examples) gave tracebacks."""
+    (tmp_path / "e.words").write_text("")
+    (tmp_path / "e.iso").write_text("")
+    (tmp_path / "one.tsv").write_text("pos\tthe dog\n")
+    code, _, err = run_cli(["translate", "eval", str(runs["translate"]), "--data", str(tmp_path), "--split", "e"])
+    assert code == 2 and not check(code, err) and "split is empty" in err, err
+    code, _, err = run_cli(["classify", "eval", str(runs["classify"]), "--data", str(tmp_path / "one.tsv")])
+    assert code == 2 and not check(code, err) and "--split all" in err, err

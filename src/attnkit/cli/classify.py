@@ -169,6 +169,8 @@ def _eval(args: argparse.Namespace) -> int:
     if args.split == "test":
         _, idx = holdout_split(len(data), float(extra.get("holdout", 0.1)), int(extra.get("split_seed", 0)))
         data = data.subset(idx)
+        if len(data) == 0:
+            raise InputError(f"{args.data}: the held-out test split is empty (too few rows); use --split all")
     limit = min(int(extra.get("max_length", 128)), model.config.max_positions)
     ids = tok.encode(data.sentences, max_length=limit).ids
     y = [labels.index(lab) for lab in data.labels]

@@ -227,6 +227,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     translator = load_run(args.run_dir)
     meta = translator.meta
     corpus = read_parallel(resolve_data(args.data, (meta["src"], meta["tgt"])), args.split, meta["src"], meta["tgt"])
+    if len(corpus) == 0:
+        raise InputError(f"{args.data}: the {args.split} split is empty")
     results = {"run": str(args.run_dir), "split": args.split, "src": meta["src"], "tgt": meta["tgt"],
                "sentences": len(corpus), "length_penalty": args.length_penalty, "scores": {}}
     hyps: list[str] = []
