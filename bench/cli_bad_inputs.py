@@ -48,6 +48,8 @@ CASES: list[tuple[str, str, list[str], bytes]] = [
                                                                   "words", "--tgt", "iso", "--out", "{tmp}/ot"], b""),
     ("translation", "train: --data not a directory", ["translate", "train", "--data", "{tmp}/nope", "--out",
                                                      "{tmp}/ot"], b""),
+    ("translation", "eval: empty split", ["translate", "eval", "{translate}", "--data", "{uneven}", "--split", "empty"],
+     b""),
     ("translation", "missing run dir", ["translate", "run", "{tmp}/nope"], b"x\n"),
     ("translation", "empty dir as run", ["translate", "run", "{tmp}/empty"], b"x\n"),
     ("translation", "run dir of another family (GPT)", ["translate", "run", "{lm}"], b"x\n"),
@@ -108,6 +110,8 @@ CASES: list[tuple[str, str, list[str], bytes]] = [
                                                  "--out", "{tmp}/o11"], b""),
     ("BERT", "classify eval: labels the model does not know", ["classify", "eval", "{classify}", "--data",
                                                               "{other_labels}"], b""),
+    ("BERT", "classify eval: held-out split empty (one row)", ["classify", "eval", "{classify}", "--data",
+                                                              "{one_row}"], b""),
     ("BERT", "embed: empty stdin", ["embed", "--model", "{minilm}", "--format", "jsonl"], b""),
     ("BERT", "embed: stdin not UTF-8", ["embed", "--model", "{minilm}", "--format", "jsonl"], NOT_UTF8),
     ("BERT", "embed: empty line, control characters, 20,000-character line",
@@ -147,6 +151,10 @@ def _files(tmp: Path, runs: dict[str, Path]) -> dict[str, str]:
     (tmp / "uneven" / "train.words").write_text("a\nb\n")
     (tmp / "uneven" / "train.iso").write_text("a\n")
     names["uneven"] = str(tmp / "uneven")
+    (tmp / "uneven" / "empty.words").write_text("")
+    (tmp / "uneven" / "empty.iso").write_text("")
+    (tmp / "one_row").write_text("pos\tthe dog\n")
+    names["one_row"] = str(tmp / "one_row")
     broken = tmp / "broken"
     shutil.copytree(runs["translate"], broken)
     weights = broken / "model.safetensors"
