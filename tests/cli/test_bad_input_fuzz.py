@@ -430,3 +430,12 @@ def test_evaluating_on_an_empty_split(runs, tmp_path) -> None:
     assert code == 2 and not check(code, err) and "split is empty" in err, err
     code, _, err = run_cli(["classify", "eval", str(runs["classify"]), "--data", str(tmp_path / "one.tsv")])
     assert code == 2 and not check(code, err) and "--split all" in err, err
+
+
+def test_tsv_with_byte_order_mark(runs, tmp_path) -> None:
+    """Regression: a TSV saved with a UTF-8 byte-order mark (Windows editors) had its header read as a row
+    labelled '\\ufefflabel', a third label. The mark is now dropped, so the header is recognised."""
+    path = tmp_path / "bom.tsv"
+    path.write_bytes("\ufefflabel\tsentence\npos\tthe dog\nneg\tthe cat\n".encode())
+    code, out, err = run_cli(["classify", "eval", str(runs["classify"]), "--data", str(path), "--split", "all"])
+    assert check(code, err) and b"on 2 sentences" in out, (out, err)

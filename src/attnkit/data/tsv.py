@@ -90,12 +90,12 @@ def decode_lines(data: bytes, source: str) -> list[str]:
     """UTF-8 text -> its lines (line breaks removed; an empty line stays an empty string). InputError
     naming the line of the first byte that is not UTF-8. Lines end at "\n" only (a "\r" before it is
     dropped): other Unicode breaks (form feed, U+2028, ...) stay inside the line, so that commands give one
-    output line per input line as ``wc -l`` counts them."""
+    output line per input line as ``wc -l`` counts them. A byte-order mark at the start is dropped."""
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise InputError(f"{source}:{raw_line_of(data, exc.start)}: not valid UTF-8 text") from None
-    lines = text.split("\n")
+    lines = text.removeprefix("\ufeff").split("\n")
     if lines[-1] == "":
         lines.pop()
     return [s[:-1] if s.endswith("\r") else s for s in lines]
