@@ -70,8 +70,13 @@ class Embeddings(nn.Module):
         x = self.tokens(ids) * self.scale
         if self.positions != "none":
             if positions is None:
+                # Checked in Python: no tensor op or graph break (torch.compile) on the common path.
+                if offset + t > self.max_len:
+                    raise ValueError(
+                        f"position {offset + t - 1} is beyond the model's maximum length {self.max_len}"
+                    )
                 positions = torch.arange(offset, offset + t, device=ids.device)
-            if int(positions.max()) >= self.max_len if positions.numel() else False:
+            elif positions.numel() and int(positions.max()) >= self.max_len:
                 raise ValueError(
                     f"position {int(positions.max())} is beyond the model's maximum length {self.max_len}"
                 )
