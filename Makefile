@@ -27,8 +27,9 @@ demo: $(VENV)/.installed
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check src tests bench
 
+# Passive OpenMP waiting: on a shared machine spinning threads make small tensor ops many times slower.
 test: $(VENV)/.installed-test lint
-	$(BIN)/python -m pytest -q
+	OMP_WAIT_POLICY=PASSIVE $(BIN)/python -m pytest -q
 
 clean:
 	rm -rf $(VENV)
