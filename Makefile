@@ -25,7 +25,7 @@ demo: $(VENV)/.installed
 	$(BIN)/attnkit demo
 
 lint: $(VENV)/.installed-test
-	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff check --no-cache src tests bench
 
 # Passive OpenMP waiting: on a shared machine spinning threads make small tensor ops many times slower.
 test: $(VENV)/.installed-test lint
