@@ -18,7 +18,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from _runs import ERROR_PREFIX, make_runs, minilm_dir, run_cli  # tests/cli/_runs.py
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -47,14 +46,6 @@ long_line = st.builds(lambda c, n: c * n, st.sampled_from(["a", "dog ", "é", "\
                       st.integers(5000, 20000))
 lines = st.lists(st.one_of(line, st.just(""), long_line.map(lambda s: s[:6000])), max_size=6)
 raw_bytes = st.one_of(st.binary(max_size=200), st.lists(line, max_size=5).map(lambda ls: "\n".join(ls).encode()))
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():  # noqa: ANN202
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

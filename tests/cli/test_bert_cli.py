@@ -19,14 +19,6 @@ from attnkit.training import read_weights
 WORDS = "the a dog cat runs sleeps on under big small red green house tree park man woman child".split()
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():  # noqa: ANN202
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _sentences(n: int, seed: int = 0) -> list[str]:
     rng = np.random.default_rng(seed)
     return [" ".join(rng.choice(WORDS, size=rng.integers(3, 9))) for _ in range(n)]

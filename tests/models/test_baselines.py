@@ -10,14 +10,6 @@ from attnkit.data.synthetic import TaskSpec, generate
 from attnkit.models.baselines import BASELINES, CNNClassifier, MLPClassifier, build_baseline, count_parameters
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.mark.parametrize("name", BASELINES)
 def test_shapes_and_matched_budget(name: str) -> None:
     model = build_baseline(name, vocab=21, classes=8, max_len=30, budget=20_000)

