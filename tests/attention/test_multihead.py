@@ -166,3 +166,21 @@ def test_property_shapes_finite_and_paths_agree(b, t, s, h, causal, cross, seed)
 def test_bad_input_raises_value_error_naming_the_problem(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+@pytest.mark.parametrize("b, t", [(1, 5), (4, 40)])  # below and above the stacked-projection threshold
+def test_both_projection_routes_match_torch(b, t):
+    from attnkit.attention.multihead import _STACK_MIN_TOKENS
+
+    assert (b * t >= _STACK_MIN_TOKENS) == (t == 40)
+    mha = MultiHeadAttention(32, 4).eval()
+    ref = _reference(mha)
+    x = torch.randn(b, t, 32)
+    with torch.no_grad():
+        expected = ref(x, x, x, need_weights=False)[0]
+        torch.testing.assert_close(mha(x).output, expected, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(mha(x, need_weights=True).output, expected, atol=1e-5, rtol=1e-5)
+    # the stacked route trains the separate projections: gradients reach q_proj, k_proj and v_proj
+    mha(x).output.sum().backward()
+    for proj in (mha.q_proj, mha.k_proj, mha.v_proj):
+        assert proj.weight.grad is not None and proj.weight.grad.abs().sum() > 0

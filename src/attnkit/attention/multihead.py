@@ -23,6 +23,10 @@ from torch import Tensor, nn
 from attnkit.attention.cache import KVCache
 from attnkit.attention.masks import causal_mask, check_mask, masked_softmax
 
+# Stacking the q/k/v weights copies 3 E^2 numbers: worth it for a large product (training, prompts), not for
+# a decoding step of a few tokens, which reads every weight once either way and would read them three times.
+_STACK_MIN_TOKENS = 64
+
 
 class AttentionOutput(NamedTuple):
     output: Tensor  # [B, T, E]
@@ -80,7 +84,8 @@ class MultiHeadAttention(nn.Module):
 
     def _self_projections(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Q, K, V of self-attention in one matrix product (the three projections stacked), which is
-        faster than three; the parameters stay the separate q/k/v projections. x [B, T, E] -> 3 x [B, H, T, Dh]."""
+        faster than three for many tokens; the parameters stay the separate q/k/v projections.
+        x [B, T, E] -> 3 x [B, H, T, Dh]."""
         weight = torch.cat([self.q_proj.weight, self.k_proj.weight, self.v_proj.weight])
         bias = None
         if self.q_proj.bias is not None:
@@ -125,7 +130,7 @@ class MultiHeadAttention(nn.Module):
         if query.dim() != 3 or query.shape[-1] != self.embed_dim:
             raise ValueError(f"query must be [B, T, {self.embed_dim}], got {tuple(query.shape)}")
         b, t, _ = query.shape
-        if key is None:
+        if key is None and b * t >= _STACK_MIN_TOKENS:
             q, k, v = self._self_projections(query)  # (B, H, T, Dh) each
             if cache is not None:
                 k, v = cache.append(k, v)  # (B, H, S, Dh)
