@@ -233,18 +233,26 @@ class BERTForMaskedLM(nn.Module):
         save_bert(self, path, tokenizer)
 
 
-class BERTForSequenceClassification(nn.Module):
-    """Sentence classification from the pooled [CLS] output: dropout, then a linear layer to C classes."""
+class _ClassifierHead(nn.Module):
+    """The encoder, dropout and a linear layer to C classes: shared by sentence and token classification."""
+
+    pooler: bool
 
     def __init__(self, config: BERTConfig, num_labels: int) -> None:
         super().__init__()
         if num_labels < 1:
             raise ValueError(f"num_labels must be >= 1, got {num_labels}")
         self.config, self.num_labels = config, num_labels
-        self.bert = BERT(config, pooler=True)
+        self.bert = BERT(config, pooler=self.pooler)
         self.dropout = nn.Dropout(config.dropout)
         self.classifier = nn.Linear(config.d_model, num_labels)
         self.classifier.apply(_init_weights)
+
+
+class BERTForSequenceClassification(_ClassifierHead):
+    """Sentence classification from the pooled [CLS] output: dropout, then a linear layer to C classes."""
+
+    pooler = True
 
     def forward(
         self, input_ids: Tensor, attention_mask: Tensor | None = None, token_type_ids: Tensor | None = None
@@ -261,18 +269,10 @@ class BERTForSequenceClassification(nn.Module):
         return load_bert(path, cls, num_labels=num_labels)
 
 
-class BERTForTokenClassification(nn.Module):
+class BERTForTokenClassification(_ClassifierHead):
     """A label per token (e.g. named entities): dropout, then a linear layer on every hidden state."""
 
-    def __init__(self, config: BERTConfig, num_labels: int) -> None:
-        super().__init__()
-        if num_labels < 1:
-            raise ValueError(f"num_labels must be >= 1, got {num_labels}")
-        self.config, self.num_labels = config, num_labels
-        self.bert = BERT(config, pooler=False)
-        self.dropout = nn.Dropout(config.dropout)
-        self.classifier = nn.Linear(config.d_model, num_labels)
-        self.classifier.apply(_init_weights)
+    pooler = False
 
     def forward(
         self, input_ids: Tensor, attention_mask: Tensor | None = None, token_type_ids: Tensor | None = None
