@@ -21,18 +21,27 @@ from attnkit.data.synthetic import TaskSpec, generate
 from attnkit.models.baselines import BASELINES, build_baseline, count_parameters
 
 
+CPU = torch.device("cpu")
+
+def budget_clock(device: torch.device):
+    """CPU seconds of this process on the CPU (other jobs on a shared machine do not shrink a budget);
+    wall-clock seconds on a GPU, where the work is not CPU time."""
+    return time.process_time if device.type == "cpu" else time.perf_counter
+
+
 def train_eval(name: str, spec: TaskSpec, seed: int, seconds: float, batch: int, budget: int,
-               n_test: int) -> dict:
-    """Train ``name`` for ``seconds`` of CPU time on fresh batches, then test on ``n_test`` held-out
-    sequences (a seed range never used for training)."""
+               n_test: int, device: torch.device = CPU) -> dict:
+    """Train ``name`` for ``seconds`` (CPU time on a CPU, wall time on a GPU) on fresh batches, then test
+    on ``n_test`` held-out sequences (a seed range never used for training)."""
     torch.manual_seed(seed)
-    model = build_baseline(name, spec.vocab_size, spec.n_classes, spec.length, budget)
+    model = build_baseline(name, spec.vocab_size, spec.n_classes, spec.length, budget).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     model.train()
-    start, steps = time.process_time(), 0
-    while time.process_time() - start < seconds:
+    clock = budget_clock(device)
+    start, steps = clock(), 0
+    while clock() - start < seconds:
         b = generate(spec, batch, seed * 1_000_003 + steps)
-        loss = torch.nn.functional.cross_entropy(model(b.tokens), b.labels)
+        loss = torch.nn.functional.cross_entropy(model(b.tokens.to(device)), b.labels.to(device))
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -43,9 +52,10 @@ def train_eval(name: str, spec: TaskSpec, seed: int, seconds: float, batch: int,
     correct = 0
     with torch.no_grad():
         for i in range(0, n_test, 16):
-            correct += int((model(test.tokens[i : i + 16]).argmax(-1) == test.labels[i : i + 16]).sum())
+            logits = model(test.tokens[i : i + 16].to(device))
+            correct += int((logits.argmax(-1).cpu() == test.labels[i : i + 16]).sum())
     return {"model": name, "distance": spec.distance, "seed": seed, "accuracy": correct / n_test,
-            "steps": steps, "examples": steps * batch, "cpu_seconds": seconds,
+            "steps": steps, "examples": steps * batch, "cpu_seconds": seconds, "device": device.type,
             "parameters": count_parameters(model), "final_loss": loss.item()}
 
 
@@ -111,6 +121,7 @@ def main() -> None:
     p.add_argument("--long-batch", type=int, default=8)
     p.add_argument("--budget", type=int, default=40_000, help="parameters per model (matched within ~5%)")
     p.add_argument("--test", type=int, default=512)
+    p.add_argument("--device", default="cpu", help="cpu | cuda: on cuda the budgets are wall-clock seconds")
     p.add_argument("--from-json", help="only redraw the plot and table from this results file")
     args = p.parse_args()
     if args.from_json:
@@ -121,7 +132,9 @@ def main() -> None:
         plot(runs, distances, models, Path(args.out).with_suffix(".png"))
         print(table(runs, distances, models))
         return
-    torch.set_num_threads(1)  # one core: fair CPU-time budgets and room for the other jobs on the machine
+    device = torch.device(args.device)
+    if device.type == "cpu":
+        torch.set_num_threads(1)  # one core: fair CPU-time budgets and room for the other jobs on the machine
     distances = [int(d) for d in args.distances.split(",")]
     models = args.models.split(",")
     runs: list[dict] = []
@@ -130,7 +143,7 @@ def main() -> None:
         for seed in range(args.long_seeds if long else args.seeds):
             for m in models:
                 r = train_eval(m, TaskSpec(distance=d), seed, args.long_seconds if long else args.seconds,
-                               args.long_batch if long else args.batch, args.budget, args.test)
+                               args.long_batch if long else args.batch, args.budget, args.test, device)
                 runs.append(r)
                 print(json.dumps(r), flush=True)
     out = Path(args.out)

@@ -34,6 +34,8 @@ MODELS = ("rnn-additive", "rnn-dot", "rnn-scaled_dot", "rnn-bilinear", "rnn-hard
 SHARED_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 
 
+CPU = torch.device("cpu")
+
 def toy_corpus(n: int, seed: int) -> tuple[list[str], list[str]]:
     rng = random.Random(seed)
     dictionary = list(range(30))
@@ -81,23 +83,36 @@ def batches(src_ids, tgt_ids, max_tokens: int, rng: random.Random):
         yield from groups
 
 
-def run_one(name: str, task: dict, seconds: float, seed: int) -> dict:
+def warmup_inverse_sqrt(warmup: int):
+    """Learning-rate factor: linear warm-up over ``warmup`` updates, then 1/sqrt decay (1 throughout when
+    ``warmup`` is 0)."""
+    if warmup <= 0:
+        return lambda step: 1.0
+    return lambda step: min((step + 1) / warmup, (warmup / (step + 1)) ** 0.5)
+
+
+def run_one(name: str, task: dict, seconds: float, seed: int, device: torch.device = CPU,
+            warmup: int = 0) -> dict:
     torch.manual_seed(seed)
     tok: SubwordTokenizer = task["tok"]
-    model = build(name, tok.vocab_size, task["size"])
+    model = build(name, tok.vocab_size, task["size"]).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=task["lr"])
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_inverse_sqrt(warmup))
     stream = batches(task["train_src"], task["train_tgt"], task["max_tokens"], random.Random(seed))
     model.train()
-    start, steps, tokens = time.process_time(), 0, 0
-    while time.process_time() - start < seconds:
+    # the budget: CPU seconds of this process on a CPU (other jobs do not shrink it), wall time on a GPU
+    clock = time.process_time if device.type == "cpu" else time.perf_counter
+    start, steps, tokens = clock(), 0, 0
+    while clock() - start < seconds:
         b = make_batch(task["train_src"], task["train_tgt"], next(stream))
-        total, count = loss_of(model, b.src, b.tgt_in, b.tgt_out, 0.1)
+        total, count = loss_of(model, b.src.to(device), b.tgt_in.to(device), b.tgt_out.to(device), 0.1)
         opt.zero_grad()
         (total / count).backward()
         nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
+        sched.step()
         steps, tokens = steps + 1, tokens + int(count)
-    train_cpu = time.process_time() - start
+    train_cpu = clock() - start
     model.eval()
     src_ids, tgt_ids = task["test_src_ids"], task["test_tgt_ids"]
     correct = total_tokens = 0
@@ -105,7 +120,7 @@ def run_one(name: str, task: dict, seconds: float, seed: int) -> dict:
         for i in range(0, len(src_ids), 64):
             idx = list(range(i, min(i + 64, len(src_ids))))
             b = make_batch(src_ids, tgt_ids, idx)
-            pred = model(b.src, b.tgt_in).argmax(-1)
+            pred = model(b.src.to(device), b.tgt_in.to(device)).argmax(-1).cpu()
             keep = b.tgt_out != PAD_ID
             correct += int((pred[keep] == b.tgt_out[keep]).sum())
             total_tokens += int(keep.sum())
@@ -119,12 +134,13 @@ def run_one(name: str, task: dict, seconds: float, seed: int) -> dict:
     params = sum(p.numel() for p in model.parameters())
     return {"task": task["name"], "model": name, "parameters": params, "steps": steps,
             "train_cpu_s": round(train_cpu, 1), "train_tok_per_cpu_s": round(tokens / train_cpu),
+            "device": device.type, "warmup": warmup,
             "bleu": round(scores.bleu, 2), "chrf": round(scores.chrf, 2),
             "token_accuracy": round(correct / total_tokens, 4), "exact": round(exact, 4),
             "decode_sent_per_s": round(len(src_ids) / decode_s, 1), "sacrebleu": scores.signature}
 
 
-def make_task(name: str, n_test: int, train_lines: int | None) -> dict:
+def make_task(name: str, n_test: int, train_lines: int | None, mt_max_tokens: int = 2500) -> dict:
     if name == "toy":
         train_src, train_tgt = toy_corpus(20000, 0)
         test_src, test_tgt = toy_corpus(n_test, 1)
@@ -134,7 +150,7 @@ def make_task(name: str, n_test: int, train_lines: int | None) -> dict:
         tr, te = read_parallel(data, "train", "de", "en"), read_parallel(data, "test_2016_flickr", "de", "en")
         train_src, train_tgt = tr.src[:train_lines], tr.tgt[:train_lines]
         test_src, test_tgt = te.src[:n_test], te.tgt[:n_test]
-        vocab, size, max_tokens, lr = 4000, "multi30k", 2500, 1e-3
+        vocab, size, max_tokens, lr = 4000, "multi30k", mt_max_tokens, 1e-3
     tok = SubwordTokenizer.train(train_src + train_tgt, vocab_size=vocab)
     enc = tok.encode_batch
     return {"name": name, "tok": tok, "size": size, "max_tokens": max_tokens, "lr": lr,
@@ -143,7 +159,7 @@ def make_task(name: str, n_test: int, train_lines: int | None) -> dict:
 
 
 def table(runs: list[dict]) -> str:
-    lines = ["| task | model | params | steps | BLEU | chrF | token acc. | exact | train tok/CPU-s | decode sent/s |",
+    lines = ["| task | model | params | steps | BLEU | chrF | token acc. | exact | train tok/s | decode sent/s |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in runs:
         lines.append(f"| {r['task']} | {r['model']} | {r['parameters']:,} | {r['steps']} | {r['bleu']:.1f} | "
@@ -162,18 +178,24 @@ def main() -> None:
     p.add_argument("--test", type=int, default=400, help="held-out sentences scored")
     p.add_argument("--train-lines", type=int, default=None, help="Multi30k: first N training pairs")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--mt-max-tokens", type=int, default=2500, help="Multi30k: tokens per batch")
+    p.add_argument("--warmup", type=int, default=0,
+                   help="linear warm-up over N updates then 1/sqrt decay, for every model (0: constant lr)")
+    p.add_argument("--device", default="cpu", help="cpu | cuda: on cuda the budgets are wall-clock seconds")
     p.add_argument("--from-json", help="only print the table of this results file")
     args = p.parse_args()
     if args.from_json:
         print(table(json.loads(Path(args.from_json).read_text())["runs"]))
         return
-    torch.set_num_threads(1)  # the machine is shared; budgets are CPU seconds of one thread
+    device = torch.device(args.device)
+    if device.type == "cpu":
+        torch.set_num_threads(1)  # the machine is shared; budgets are CPU seconds of one thread
     runs = []
     for task_name in args.tasks.split(","):
-        task = make_task(task_name, args.test, args.train_lines)
+        task = make_task(task_name, args.test, args.train_lines, args.mt_max_tokens)
         for m in args.models.split(","):
             seconds = args.toy_seconds if task_name == "toy" else args.mt_seconds
-            r = run_one(m, task, seconds, args.seed)
+            r = run_one(m, task, seconds, args.seed, device, args.warmup)
             runs.append(r)
             print(json.dumps(r), flush=True)
             Path(args.out).parent.mkdir(parents=True, exist_ok=True)  # after every run: partial results survive
