@@ -20,7 +20,6 @@ import torch
 from attnkit.data.synthetic import TaskSpec, generate
 from attnkit.models.baselines import BASELINES, build_baseline, count_parameters
 
-
 CPU = torch.device("cpu")
 
 def budget_clock(device: torch.device):
