@@ -12,8 +12,6 @@ pooled [CLS] output) and token classification. Hugging Face conversion lives in
 
 from __future__ import annotations
 
-import dataclasses
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -23,15 +21,20 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from attnkit.attention.masks import padding_mask
-from attnkit.errors import CheckpointError
 from attnkit.layers import Embeddings, TransformerLayer
+from attnkit.models.config_io import JsonConfig
 
 CONFIG_FILE = "bert_config.json"
 
 
+PRESETS = ("base", "large", "minilm", "small", "mini", "tiny")
+
+
 @dataclass
-class BERTConfig:
-    """Shapes and regularisation of a BERT encoder (saved as JSON beside the weights)."""
+class BERTConfig(JsonConfig, family="BERT", presets=PRESETS, file_name=CONFIG_FILE, strict=True):
+    """Shapes and regularisation of a BERT encoder, saved as ``CONFIG_FILE`` in a directory (``save`` and
+    ``load`` take the directory; JSON I/O and ``preset(name)`` come from
+    :class:`~attnkit.models.config_io.JsonConfig`)."""
 
     vocab_size: int = 30522  # V
     n_layers: int = 12
@@ -76,37 +79,6 @@ class BERTConfig:
     @classmethod
     def tiny(cls, **kw) -> BERTConfig:
         return cls(**{"n_layers": 2, "n_heads": 2, "d_model": 32, "d_ff": 64, "max_positions": 64, **kw})
-
-    @classmethod
-    def preset(cls, name: str, **kw) -> BERTConfig:
-        if name not in PRESETS:
-            raise ValueError(f"unknown BERT preset {name!r}; choose one of {sorted(PRESETS)}")
-        return getattr(cls, name)(**kw)
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> BERTConfig:
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise CheckpointError(f"unknown BERT config fields {unknown}")
-        return cls(**d)
-
-    def save(self, directory: str | Path) -> None:
-        (Path(directory) / CONFIG_FILE).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
-
-    @classmethod
-    def load(cls, directory: str | Path) -> BERTConfig:
-        path = Path(directory) / CONFIG_FILE
-        try:
-            return cls.from_dict(json.loads(path.read_text()))
-        except (OSError, json.JSONDecodeError, TypeError) as exc:
-            raise CheckpointError(f"{path}: cannot read the BERT configuration ({exc})") from None
-
-
-PRESETS = ("base", "large", "minilm", "small", "mini", "tiny")
 
 
 class BERTOutput(NamedTuple):

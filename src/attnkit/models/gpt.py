@@ -11,9 +11,8 @@ preallocated KV cache per layer, driven by :func:`attnkit.decoding.generate`.
 
 from __future__ import annotations
 
-import json
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -21,17 +20,21 @@ from torch import Tensor, nn
 
 from attnkit.attention.cache import KVCache
 from attnkit.attention.masks import padding_mask
-from attnkit.errors import CheckpointError
 from attnkit.layers.blocks import LayerCache, TransformerLayer
 from attnkit.layers.embeddings import Embeddings
+from attnkit.models.config_io import JsonConfig
 
 CONFIG_FILE = "gpt_config.json"
 
 
+PRESETS = {"gpt2": "gpt2", "shakespeare-char": "shakespeare_char", "tiny": "tiny"}  # name -> classmethod
+
+
 @dataclass
-class GPTConfig:
+class GPTConfig(JsonConfig, family="GPT", presets=PRESETS, strict=True):
     """Shapes and options of a GPT. ``block_size`` is the context length (number of learned positions);
-    ``d_ff`` defaults to 4 * n_embd; ``tie_embeddings`` shares the token embedding with the output head."""
+    ``d_ff`` defaults to 4 * n_embd; ``tie_embeddings`` shares the token embedding with the output head.
+    JSON I/O and ``preset(name)`` come from :class:`~attnkit.models.config_io.JsonConfig`."""
 
     vocab_size: int = 50257
     block_size: int = 1024
@@ -74,38 +77,6 @@ class GPTConfig:
         """A model for tests and smoke runs: 2 layers, 2 heads, 32 wide, context 32."""
         base = dict(vocab_size=256, block_size=32, n_layer=2, n_head=2, n_embd=32)
         return cls(**{**base, **overrides})
-
-    @classmethod
-    def preset(cls, name: str, **overrides) -> GPTConfig:
-        """A named preset (see PRESETS) with fields overridden, e.g. ``preset("gpt2", vocab_size=65)``."""
-        if name not in PRESETS:
-            raise ValueError(f"unknown GPT preset {name!r}; choose one of {sorted(PRESETS)}")
-        return getattr(cls, PRESETS[name])(**overrides)
-
-    # ------------------------------------------------------------------------------------------ JSON
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> GPTConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown GPTConfig fields: {unknown}")
-        return cls(**d)
-
-    def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
-
-    @classmethod
-    def load(cls, path: str | Path) -> GPTConfig:
-        try:
-            return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
-        except (OSError, ValueError, TypeError) as exc:
-            raise CheckpointError(f"{path}: not a readable GPT configuration ({exc})") from None
-
-
-PRESETS = {"gpt2": "gpt2", "shakespeare-char": "shakespeare_char", "tiny": "tiny"}
 
 
 class GPT(nn.Module):

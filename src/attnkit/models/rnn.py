@@ -18,10 +18,7 @@ Interface shared with the Transformer (``attnkit.models.transformer``): ``encode
 
 from __future__ import annotations
 
-import dataclasses
-import json
 from dataclasses import dataclass
-from pathlib import Path
 from typing import NamedTuple
 
 import torch
@@ -38,6 +35,7 @@ from attnkit.attention import (
     SoftAttention,
     reinforce_loss,
 )
+from attnkit.models.config_io import JsonConfig
 from attnkit.training.losses import LossSum, smoothed_cross_entropy
 
 CELLS = ("gru", "lstm")
@@ -45,10 +43,11 @@ SCORES = ("additive", "dot", "scaled_dot", "bilinear", "hard")
 
 
 @dataclass
-class RNNSeq2SeqConfig:
+class RNNSeq2SeqConfig(JsonConfig, family="RNN", presets=("tiny", "small", "base")):
     """cell: "gru" | "lstm"; score: "additive" | "dot" | "scaled_dot" | "bilinear" | "hard" (hard
     attention with the ``hard_score`` scoring function); d_emb / d_hidden: embedding and state widths
-    (the encoder's outputs, both directions together, are d_hidden wide); num_layers of each RNN."""
+    (the encoder's outputs, both directions together, are d_hidden wide); num_layers of each RNN. JSON I/O
+    and ``preset(name)`` come from :class:`~attnkit.models.config_io.JsonConfig`."""
 
     src_vocab_size: int = 8000
     tgt_vocab_size: int = 8000
@@ -89,27 +88,6 @@ class RNNSeq2SeqConfig:
     def base(cls, **kw) -> RNNSeq2SeqConfig:
         """Close to Luong et al.'s 1000-unit models, scaled down: 2 layers of 512."""
         return cls(**{**dict(d_emb=512, d_hidden=512, num_layers=2, dropout=0.2), **kw})
-
-    @classmethod
-    def preset(cls, name: str, **kw) -> RNNSeq2SeqConfig:
-        if name not in ("tiny", "small", "base"):
-            raise ValueError(f"unknown preset {name!r}; choose one of ['base', 'small', 'tiny']")
-        return getattr(cls, name)(**kw)
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> RNNSeq2SeqConfig:
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
-
-    def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
-
-    @classmethod
-    def load(cls, path: str | Path) -> RNNSeq2SeqConfig:
-        return cls.from_dict(json.loads(Path(path).read_text()))
 
 
 def make_score(name: str, query_dim: int, key_dim: int) -> Score:

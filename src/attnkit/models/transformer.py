@@ -13,10 +13,7 @@ each step O(t) and compute the encoder's keys/values once.
 
 from __future__ import annotations
 
-import dataclasses
-import json
 from dataclasses import dataclass
-from pathlib import Path
 from typing import NamedTuple
 
 import torch
@@ -25,16 +22,20 @@ from torch import Tensor, nn
 from attnkit.attention.cache import KVCache
 from attnkit.attention.masks import padding_mask
 from attnkit.layers import Embeddings, LayerCache, TransformerLayer
+from attnkit.models.config_io import JsonConfig
+
+PRESETS = ("base", "big", "small", "tiny")
 
 
 @dataclass
-class TransformerConfig:
+class TransformerConfig(JsonConfig, family="Transformer", presets=PRESETS):
     """Shape and options of a :class:`Transformer` (saved as ``config.json`` beside the weights).
 
     share_embeddings: one embedding table for source and target (needs one joint vocabulary);
     tie_output: the output projection is the target embedding matrix (the paper's weight sharing);
     final_norm: a LayerNorm after the last encoder and decoder layer (needed by pre-norm; default: on
     exactly when ``norm_first``); max_len: the largest position + 1 of source and target sequences.
+    JSON I/O and ``preset(name)`` come from :class:`~attnkit.models.config_io.JsonConfig`.
     """
 
     src_vocab_size: int = 37000
@@ -91,30 +92,6 @@ class TransformerConfig:
         """For tests and the demo: seconds to minutes on a CPU."""
         return cls(**{**dict(d_model=64, num_heads=4, d_ff=128, num_encoder_layers=2, num_decoder_layers=2,
                              dropout=0.0), **kw})
-
-    @classmethod
-    def preset(cls, name: str, **kw) -> TransformerConfig:
-        if name not in PRESETS:
-            raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
-        return getattr(cls, name)(**kw)
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> TransformerConfig:
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
-
-    def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
-
-    @classmethod
-    def load(cls, path: str | Path) -> TransformerConfig:
-        return cls.from_dict(json.loads(Path(path).read_text()))
-
-
-PRESETS = ("base", "big", "small", "tiny")
 
 
 class DecoderOutput(NamedTuple):
