@@ -157,7 +157,7 @@ def test_embed_with_real_minilm_matches_library(monkeypatch) -> None:
         (["classify", "run", "NORUN"], b"x\n", "no such run"),
         (["embed", "--model", "NOMODEL"], b"x\n", "no such model directory"),
         (["embed", "--model", "MLM", "--format", "jsonl"], b"", "no input lines"),
-        (["embed", "--model", "MLM", "--format", "jsonl"], b"\xff\n", "<stdin>:1: not valid UTF-8"),
+        (["embed", "--model", "MLM", "--format", "jsonl"], b"\xff\n", "standard input is not valid UTF-8 (line 1: "),
         (["similar", "--model", "MLM", "--corpus", "NOFILE", "--query", "x"], b"", "cannot read"),
         (["classify", "eval", "MLM", "--data", "BAD"], b"", "'bert-mlm' model, but a 'bert-classify'"),
         (["mlm", "train", "--text", "EMPTY", "--out", "Z"], b"", "need at least 2 non-empty lines"),

@@ -110,7 +110,7 @@ def test_bpe_run_and_hf_directory_sample_the_same(run, tmp_path, capsys) -> None
     "case,pattern",
     [
         ("empty", "empty"),
-        ("latin1", "not UTF-8"),
+        ("latin1", r"latin1.txt is not valid UTF-8 \(line 1: .* at byte 3\)"),
         ("unknown", "does not know"),
         ("long", "longer than the model's context"),
         ("missing", "no such run"),

@@ -100,7 +100,7 @@ def test_eval_writes_scores(run_dir: Path, tmp_path: Path, capsys) -> None:
 def test_bad_inputs(run_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
     _stdin(monkeypatch, b"\xff\xfe bad\n")
     assert main(["translate", "run", str(run_dir)]) == 2
-    assert "not UTF-8" in capsys.readouterr().err
+    assert "standard input is not valid UTF-8 (line 1: invalid start byte at byte 0)" in capsys.readouterr().err
     assert main(["translate", "run", str(tmp_path / "missing")]) == 2
     assert "no such run directory" in capsys.readouterr().err
     empty = tmp_path / "empty"

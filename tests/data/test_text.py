@@ -24,7 +24,7 @@ def test_read_text_errors(tmp_path) -> None:
     with pytest.raises(InputError, match="empty"):
         read_text(tmp_path / "empty.txt")
     (tmp_path / "latin1.txt").write_bytes("h\xe9llo".encode("latin-1"))
-    with pytest.raises(InputError, match="not UTF-8.*offset 1"):
+    with pytest.raises(InputError, match=r"latin1.txt is not valid UTF-8 \(line 1: .* at byte 1\)"):
         read_text(tmp_path / "latin1.txt")
     with pytest.raises(InputError, match="cannot read"):
         read_text(tmp_path / "missing.txt")

@@ -36,7 +36,7 @@ def test_malformed_rows_are_reported_by_line_number(tmp_path) -> None:
 def test_invalid_utf8_missing_and_empty_files(tmp_path) -> None:
     p = tmp_path / "d.tsv"
     p.write_bytes(b"1\tfine\n0\tbad \xff byte\n")
-    with pytest.raises(InputError, match=r"d.tsv:2: not valid UTF-8"):
+    with pytest.raises(InputError, match=r"d.tsv is not valid UTF-8 \(line 2: invalid start byte at byte 13\)"):
         read_tsv(p)
     with pytest.raises(InputError, match="cannot read"):
         read_lines(tmp_path / "missing.txt")

@@ -19,8 +19,9 @@ from pathlib import Path
 import torch
 
 from attnkit.cli.embed import note, stdin_lines
+from attnkit.cli.train_summary import train_and_summarise
 from attnkit.errors import InputError
-from attnkit.training import TrainConfig, add_train_args, latest_checkpoint, read_meta, train, train_config_from_args
+from attnkit.training import TrainConfig, add_train_args, latest_checkpoint, read_meta, train_config_from_args
 
 DEFAULTS = TrainConfig(max_steps=1000, lr=5e-5, warmup=100, schedule="linear", weight_decay=0.01,
                        betas=(0.9, 0.999), eps=1e-6, eval_every=0, ckpt_every=500, log_every=20)
@@ -114,15 +115,11 @@ def _train(args: argparse.Namespace) -> int:
     tr, te = holdout_split(len(data), args.holdout, args.split_seed)
     task = ClassifyTask([enc.ids[i] for i in tr], [y[i] for i in tr], [enc.ids[i] for i in te], [y[i] for i in te],
                         tok, model.config, labels, batch_size=args.batch_size, seed=cfg.seed)
-    print(f"attnkit: fine-tuning {sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters on "
-          f"{len(tr)} sentences ({len(te)} held out), labels {labels} -> {run}", file=sys.stderr)
-    result = train(task, model, cfg, run)
-    ev = result.eval
-    msg = f"step {result.step} ({result.stop_reason})"
-    if ev:
-        msg += f": held-out accuracy {ev['val_accuracy']:.4f} on {ev['val_examples']} sentences"
-    print(msg)
-    return 0
+    return train_and_summarise(
+        task, model, cfg, run,
+        f"fine-tuning {{params}} parameters on {len(tr)} sentences ({len(te)} held out), labels {labels} -> {run}",
+        lambda ev: f"held-out accuracy {ev['val_accuracy']:.4f} on {ev['val_examples']} sentences",
+    )
 
 
 def _load_classifier(run: str):  # noqa: ANN202

@@ -16,7 +16,7 @@ import sys
 import numpy as np
 
 from attnkit.cli.textarg import utf8_text
-from attnkit.data.tsv import decode_lines, read_lines
+from attnkit.data.lines import decode_lines, read_lines
 from attnkit.errors import InputError
 
 
@@ -29,7 +29,7 @@ def note(message: str, indices: list[int], base: int = 1, what: str = "line") ->
 
 
 def stdin_lines() -> list[str]:
-    return decode_lines(sys.stdin.buffer.read(), "<stdin>")
+    return decode_lines(sys.stdin.buffer.read(), "standard input")
 
 
 def input_notes(lines: list[str], truncated: list[int], unknown: list[int], max_length: int) -> None:

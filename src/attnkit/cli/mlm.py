@@ -10,14 +10,14 @@ on RUN resumes exactly from its latest checkpoint (its tokenizer and model confi
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import torch
 
 from attnkit.cli.embed import note
+from attnkit.cli.train_summary import train_and_summarise
 from attnkit.errors import InputError
-from attnkit.training import TrainConfig, add_train_args, latest_checkpoint, read_meta, train, train_config_from_args
+from attnkit.training import TrainConfig, add_train_args, latest_checkpoint, read_meta, train_config_from_args
 
 DEFAULTS = TrainConfig(max_steps=2000, lr=5e-4, warmup=200, schedule="linear", weight_decay=0.01,
                        betas=(0.9, 0.999), eps=1e-6, eval_every=500, ckpt_every=500, log_every=20)
@@ -45,7 +45,8 @@ def prepare_mlm(text: str | Path, run: Path, preset: str, vocab_size: int, val_f
                 max_tokens: int, tokenizer: str | None = None):  # noqa: ANN201
     """(task, model) for a fresh or resumed run: tokenizer and config come from ``run`` when it has a
     checkpoint, else are trained / taken from the preset."""
-    from attnkit.data.tsv import holdout_split, read_lines
+    from attnkit.data.lines import read_lines
+    from attnkit.data.tsv import holdout_split
     from attnkit.models.bert import BERTConfig, BERTForMaskedLM
     from attnkit.models.bert_tasks import TOKENIZER_DIR, MLMTask
     from attnkit.tokenizers.wordpiece import SPECIALS, WordPiece
@@ -88,13 +89,9 @@ def _train(args: argparse.Namespace) -> int:
     run = Path(args.out)
     task, model = prepare_mlm(args.text, run, args.preset, args.vocab_size, args.val_fraction, cfg.seed,
                               args.max_tokens, args.tokenizer)
-    print(f"attnkit: BERT masked LM, {sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters, "
-          f"vocabulary {task.config.vocab_size}, {len(task.train_ids)} training / {len(task.val_ids)} "
-          f"validation lines -> {run}", file=sys.stderr)
-    result = train(task, model, cfg, run)
-    ev = result.eval
-    summary = f"step {result.step} ({result.stop_reason})"
-    if ev:
-        summary += f": validation loss {ev['val_loss']:.4f}, masked-token accuracy {ev['masked_accuracy']:.4f}"
-    print(summary)
-    return 0
+    return train_and_summarise(
+        task, model, cfg, run,
+        f"BERT masked LM, {{params}} parameters, vocabulary {task.config.vocab_size}, {len(task.train_ids)} "
+        f"training / {len(task.val_ids)} validation lines -> {run}",
+        lambda ev: f"validation loss {ev['val_loss']:.4f}, masked-token accuracy {ev['masked_accuracy']:.4f}",
+    )

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from attnkit.data.lines import decode_lines
 from attnkit.data.parallel import read_parallel, resolve_data
 from attnkit.errors import CheckpointError, InputError
 from attnkit.evaluation.bleu import corpus_scores
@@ -197,23 +198,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 # ------------------------------------------------------------------------------------------ run / eval
-def _read_stdin_lines() -> list[str]:
-    raw = sys.stdin.buffer.read()
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise InputError(f"standard input is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-    lines = text.split("\n")
-    if lines and lines[-1] == "":
-        lines.pop()
-    return [line.rstrip("\r") for line in lines]
-
-
 def cmd_run(args: argparse.Namespace) -> int:
     if args.beam < 1:
         raise InputError(f"--beam must be >= 1, got {args.beam}")
     translator = load_run(args.run_dir)
-    lines = _read_stdin_lines()
+    lines = decode_lines(sys.stdin.buffer.read(), "standard input")
     outputs = translator.translate(lines, beam_size=args.beam, length_penalty=args.length_penalty, warn=True)
     for line in outputs:
         sys.stdout.write(line.replace("\n", " ") + "\n")

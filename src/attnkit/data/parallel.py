@@ -15,6 +15,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from attnkit.data.lines import decode_lines
 from attnkit.errors import InputError
 
 MULTI30K_URL = "https://raw.githubusercontent.com/multi30k/dataset/master/data/task1/raw/{split}.{lang}.gz"
@@ -33,21 +34,16 @@ class ParallelCorpus:
 
 
 def read_lines(path: str | Path) -> list[str]:
-    """The lines of a text file (gzip when the name ends in .gz), without line ends; UTF-8 required."""
+    """The lines of a text file (gzip when the name ends in .gz), as :func:`attnkit.data.lines.decode_lines`
+    splits them; UTF-8 required."""
     path = Path(path)
     try:
         raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
-        text = raw.decode("utf-8")
     except FileNotFoundError:
         raise InputError(f"no such file: {path}") from None
     except (OSError, EOFError, gzip.BadGzipFile) as exc:
         raise InputError(f"cannot read {path}: {exc}") from None
-    except UnicodeDecodeError as exc:
-        raise InputError(f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-    lines = text.split("\n")
-    if lines and lines[-1] == "":
-        lines.pop()
-    return [line.rstrip("\r") for line in lines]
+    return decode_lines(raw, str(path))
 
 
 def find_split_file(data_dir: str | Path, split: str, lang: str) -> Path:

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from attnkit.data.lines import decode_text
 from attnkit.errors import CheckpointError, InputError
 
 
@@ -26,16 +27,14 @@ class LMBatch(NamedTuple):
 
 
 def read_text(path: str | Path) -> str:
-    """The UTF-8 text of a file; InputError if it is missing, not UTF-8 or empty."""
+    """The UTF-8 text of a file (a leading byte-order mark dropped); InputError if it is missing, not UTF-8
+    or empty."""
     path = Path(path)
     try:
         data = path.read_bytes()
     except OSError as exc:
         raise InputError(f"{path}: cannot read the text file ({exc.strerror})") from None
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise InputError(f"{path}: not UTF-8 text (invalid byte at offset {exc.start})") from None
+    text = decode_text(data, str(path))
     if not text.strip():
         raise InputError(f"{path}: the text file is empty")
     return text

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from attnkit.data.lines import read_lines
 from attnkit.errors import InputError
 
 HEADERS = {("label", "sentence"), ("sentence", "label")}
@@ -71,11 +72,6 @@ def read_tsv(path: str | Path) -> LabelledText:
     return LabelledText(labels, sentences, numbers)
 
 
-def raw_line_of(data: bytes, offset: int) -> int:
-    """1-based line number of byte ``offset``."""
-    return data.count(b"\n", 0, offset) + 1
-
-
 def holdout_split(n: int, fraction: float = 0.1, seed: int = 0) -> tuple[list[int], list[int]]:
     """(train indices, held-out indices): a permutation seeded by ``seed``, the last
     ``round(fraction * n)`` held out. The same (n, fraction, seed) always gives the same split."""
@@ -84,27 +80,3 @@ def holdout_split(n: int, fraction: float = 0.1, seed: int = 0) -> tuple[list[in
     order = np.random.default_rng(seed).permutation(n).tolist()
     k = max(1, round(fraction * n)) if n > 1 else 0
     return sorted(order[: n - k]), sorted(order[n - k :])
-
-
-def decode_lines(data: bytes, source: str) -> list[str]:
-    """UTF-8 text -> its lines (line breaks removed; an empty line stays an empty string). InputError
-    naming the line of the first byte that is not UTF-8. Lines end at "\n" only (a "\r" before it is
-    dropped): other Unicode breaks (form feed, U+2028, ...) stay inside the line, so that commands give one
-    output line per input line as ``wc -l`` counts them. A byte-order mark at the start is dropped."""
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise InputError(f"{source}:{raw_line_of(data, exc.start)}: not valid UTF-8 text") from None
-    lines = text.removeprefix("\ufeff").split("\n")
-    if lines[-1] == "":
-        lines.pop()
-    return [s[:-1] if s.endswith("\r") else s for s in lines]
-
-
-def read_lines(path: str | Path) -> list[str]:
-    """The lines of a UTF-8 text file (InputError if missing or not UTF-8)."""
-    try:
-        data = Path(path).read_bytes()
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read ({exc.strerror})") from None
-    return decode_lines(data, str(path))
