@@ -184,3 +184,19 @@ def test_both_projection_routes_match_torch(b, t):
     mha(x).output.sum().backward()
     for proj in (mha.q_proj, mha.k_proj, mha.v_proj):
         assert proj.weight.grad is not None and proj.weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("s", [5, 40])  # below and above the stacked-projection threshold (b = 4)
+def test_cross_attention_stacked_keys_values_match_torch(s):
+    mha = MultiHeadAttention(32, 4).eval()
+    ref = _reference(mha)
+    x, memory = torch.randn(4, 6, 32), torch.randn(4, s, 32)
+    keep = _lengths_mask([s, 3, s - 1, 1], s)
+    with torch.no_grad():
+        expected = ref(x, memory, memory, key_padding_mask=~keep, need_weights=False)[0]
+        torch.testing.assert_close(mha(x, memory, memory, mask=padding_mask(keep)).output, expected,
+                                   atol=1e-5, rtol=1e-5)
+    # the stacked route trains the separate projections: gradients reach k_proj and v_proj
+    mha(x, memory, mask=padding_mask(keep)).output.sum().backward()
+    for proj in (mha.q_proj, mha.k_proj, mha.v_proj):
+        assert proj.weight.grad is not None and proj.weight.grad.abs().sum() > 0

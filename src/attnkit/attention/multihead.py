@@ -82,16 +82,14 @@ class MultiHeadAttention(nn.Module):
                 f"{tuple(value.shape)} and key {tuple(key.shape)}"
             )
 
-    def _self_projections(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Q, K, V of self-attention in one matrix product (the three projections stacked), which is
-        faster than three for many tokens; the parameters stay the separate q/k/v projections.
-        x [B, T, E] -> 3 x [B, H, T, Dh]."""
-        weight = torch.cat([self.q_proj.weight, self.k_proj.weight, self.v_proj.weight])
-        bias = None
-        if self.q_proj.bias is not None:
-            bias = torch.cat([self.q_proj.bias, self.k_proj.bias, self.v_proj.bias])
-        q, k, v = F.linear(x, weight, bias).chunk(3, dim=-1)  # (B, T, E) each
-        return self._split(q), self._split(k), self._split(v)
+    def _stacked(self, x: Tensor, projections: tuple[nn.Linear, ...]) -> tuple[Tensor, ...]:
+        """Several projections of the same x in one matrix product (their weights stacked), which is
+        faster than one product each for many tokens; the parameters stay separate.
+        x [B, T, E] -> len(projections) x [B, H, T, Dh]."""
+        weight = torch.cat([p.weight for p in projections])
+        bias = None if projections[0].bias is None else torch.cat([p.bias for p in projections])
+        parts = F.linear(x, weight, bias).chunk(len(projections), dim=-1)  # (B, T, E) each
+        return tuple(self._split(part) for part in parts)
 
     def _keys_values(
         self, query: Tensor, key: Tensor | None, value: Tensor | None, cache: KVCache | None
@@ -102,7 +100,10 @@ class MultiHeadAttention(nn.Module):
         key = query if key is None else key
         value = key if value is None else value
         self._check_inputs(query, key, value)
-        k, v = self._split(self.k_proj(key)), self._split(self.v_proj(value))
+        if value is key and key.shape[0] * key.shape[1] >= _STACK_MIN_TOKENS:
+            k, v = self._stacked(key, (self.k_proj, self.v_proj))  # cross-attention: one product for K and V
+        else:
+            k, v = self._split(self.k_proj(key)), self._split(self.v_proj(value))
         if cache is not None:
             k, v = cache.append(k, v)
         return k, v
@@ -131,7 +132,7 @@ class MultiHeadAttention(nn.Module):
             raise ValueError(f"query must be [B, T, {self.embed_dim}], got {tuple(query.shape)}")
         b, t, _ = query.shape
         if key is None and b * t >= _STACK_MIN_TOKENS:
-            q, k, v = self._self_projections(query)  # (B, H, T, Dh) each
+            q, k, v = self._stacked(query, (self.q_proj, self.k_proj, self.v_proj))  # (B, H, T, Dh) each
             if cache is not None:
                 k, v = cache.append(k, v)  # (B, H, S, Dh)
         else:
@@ -141,10 +142,10 @@ class MultiHeadAttention(nn.Module):
         if mask is not None:
             check_mask(mask, (b, self.num_heads, t, s))
         if causal and (t > 1 or s != t):
-            cm = causal_mask(t, s, device=query.device)  # (T, S)
             if mask is None and t == s and not need_weights:
                 mask_final, is_causal = None, True  # let SDPA use its causal kernel
             else:
+                cm = causal_mask(t, s, device=query.device)  # (T, S)
                 mask_final, is_causal = (cm if mask is None else mask & cm), False
         else:
             mask_final, is_causal = mask, False
@@ -175,6 +176,10 @@ def _fast_attention(
         return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=is_causal)
     # SDPA gives NaN for a query with no allowed key; let it see every key, then zero its output.
     any_allowed = mask.any(-1, keepdim=True)  # (B|1, H|1, T|1, 1)
+    if mask.device.type == "cpu" and bool(any_allowed.all()):
+        # The usual case (e.g. padding of non-empty sentences): skip the fix-up and its backward; the
+        # check is a cheap read on the CPU (on an accelerator it would be a synchronisation).
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
     safe = mask | ~any_allowed
     out = F.scaled_dot_product_attention(q, k, v, attn_mask=safe, dropout_p=dropout)
     return out * any_allowed

@@ -75,13 +75,16 @@ class Embeddings(nn.Module):
                     raise ValueError(
                         f"position {offset + t - 1} is beyond the model's maximum length {self.max_len}"
                     )
-                positions = torch.arange(offset, offset + t, device=ids.device)
+                if self.positions == "learned":
+                    positions = torch.arange(offset, offset + t, device=ids.device)
             elif positions.numel() and int(positions.max()) >= self.max_len:
                 raise ValueError(
                     f"position {int(positions.max())} is beyond the model's maximum length {self.max_len}"
                 )
             if self.positions == "learned":
                 x = x + self.position(positions)
+            elif positions is None:
+                x = x + self.position_table[offset : offset + t]  # a slice: no gather
             else:
                 x = x + self.position_table[positions]
         if self.token_types is not None:

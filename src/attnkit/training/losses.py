@@ -38,11 +38,10 @@ def smoothed_cross_entropy(
         raise ValueError(f"logits {tuple(logits.shape)} must be targets {tuple(targets.shape)} + (V,)")
     if not 0.0 <= smoothing < 1.0:
         raise ValueError(f"smoothing must be in [0, 1), got {smoothing}")
-    logp = F.log_softmax(logits.reshape(-1, logits.shape[-1]).float(), dim=-1)  # (N, V)
     flat = targets.reshape(-1)  # (N,)
-    keep = torch.ones_like(flat, dtype=torch.bool) if ignore_index is None else flat != ignore_index
-    safe = torch.where(keep, flat, torch.zeros_like(flat))
-    nll = -logp.gather(1, safe.unsqueeze(1)).squeeze(1)  # (N,)
-    per_token = nll if smoothing == 0.0 else (1.0 - smoothing) * nll - smoothing * logp.mean(dim=-1)
-    total = torch.where(keep, per_token, torch.zeros_like(per_token)).sum()
-    return LossSum(total, keep.sum())
+    # PyTorch's fused loss (log-softmax, smoothing, ignore_index, sum): fewer passes over the (N, V) logits.
+    total = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), flat, reduction="sum",
+                            ignore_index=-100 if ignore_index is None else ignore_index, label_smoothing=smoothing)
+    if ignore_index is None:
+        return LossSum(total, torch.tensor(flat.numel(), device=flat.device))
+    return LossSum(total, (flat != ignore_index).sum())
