@@ -200,3 +200,19 @@ def test_cross_attention_stacked_keys_values_match_torch(s):
     mha(x, memory, mask=padding_mask(keep)).output.sum().backward()
     for proj in (mha.q_proj, mha.k_proj, mha.v_proj):
         assert proj.weight.grad is not None and proj.weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("index", [[1, 0, 2, 3], [0, 1, 1, 3], [3, 3, 0, 1], [0, 1, 2, 3], [2, 0], [1, 1, 0, 0, 3, 2]])
+def test_cache_reorder_equals_index_select_of_the_written_positions(index):
+    # swaps (a row read and overwritten in one call), duplicates, identity, shrinking, growing
+    cache = KVCache(max_len=6)
+    k, v = torch.randn(4, 2, 3, 5), torch.randn(4, 2, 3, 5)
+    cache.append(k, v)
+    idx = torch.tensor(index)
+    cache.reorder(idx)
+    got_k, got_v = cache.view()
+    torch.testing.assert_close(got_k, k.index_select(0, idx), rtol=0, atol=0)
+    torch.testing.assert_close(got_v, v.index_select(0, idx), rtol=0, atol=0)
+    new = torch.randn(len(index), 2, 1, 5)
+    all_k, _ = cache.append(new, new)  # writing goes on after the reorder
+    torch.testing.assert_close(all_k, torch.cat([k.index_select(0, idx), new], 2), rtol=0, atol=0)

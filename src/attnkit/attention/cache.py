@@ -51,10 +51,24 @@ class KVCache:
         return self.k[:, :, : self.length], self.v[:, :, : self.length]
 
     def reorder(self, index: Tensor) -> None:
-        """Keep batch rows ``index`` [B'] (in that order; B' may differ from B, e.g. to expand beams)."""
-        if self.k is not None and self.v is not None:
-            self.k = self.k.index_select(0, index)
-            self.v = self.v.index_select(0, index)
+        """Keep batch rows ``index`` [B'] (in that order; B' may differ from B, e.g. to expand beams or drop
+        finished rows). Only the written positions are copied, and with B' == B only the rows that change
+        (``index[i] != i``): beam search keeps most hypotheses in their rows, so a step copies few."""
+        if self.k is None or self.v is None:
+            return
+        n = self.length
+        if index.shape[0] == self.k.shape[0]:
+            rows = torch.arange(index.shape[0], device=index.device)
+            moved = rows[index != rows]  # (M,)
+            if moved.numel():
+                src = index[moved]
+                self.k[moved, :, :n] = self.k[src, :, :n]  # the right side is gathered before the write
+                self.v[moved, :, :n] = self.v[src, :, :n]
+            return
+        k = self.k.new_empty((index.shape[0], *self.k.shape[1:]))
+        v = self.v.new_empty((index.shape[0], *self.v.shape[1:]))
+        k[:, :, :n], v[:, :, :n] = self.k[index, :, :n], self.v[index, :, :n]
+        self.k, self.v = k, v
 
     def reset(self) -> None:
         self.length = 0
