@@ -66,6 +66,7 @@ def test_uses_the_shared_blocks() -> None:
     assert all(isinstance(layer, TransformerLayer) and layer.norm_first for layer in model.layers)
     assert all(isinstance(layer.self_attn, MultiHeadAttention) for layer in model.layers)
     assert model.layers[0].ffn.activation == "gelu_tanh"
+    assert GPT(GPTConfig.shakespeare_char()).layers[0].ffn.activation == "gelu"  # nanoGPT's nn.GELU()
 
 
 def test_causal_future_tokens_do_not_change_past_logits() -> None:

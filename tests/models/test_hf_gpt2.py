@@ -59,6 +59,22 @@ def test_logits_with_padding_mask_equal_hugging_face(pair) -> None:
     torch.testing.assert_close(got[real], expected[real], atol=1e-4, rtol=0)
 
 
+def test_exact_gelu_checkpoint_loads_and_round_trips(tmp_path) -> None:
+    """activation_function "gelu" (nanoGPT's exact GELU, the shakespeare-char preset) maps both ways."""
+    hf = hf_model(activation_function="gelu")
+    hf.save_pretrained(tmp_path / "hf")
+    ours = GPT.from_hf(tmp_path / "hf")
+    assert ours.config.activation == "gelu"
+    idx = torch.randint(0, V, (2, 30))
+    with torch.no_grad():
+        torch.testing.assert_close(ours(idx), hf(idx).logits, atol=1e-4, rtol=0)
+    ours.to_hf(tmp_path / "back")
+    back = transformers.GPT2LMHeadModel.from_pretrained(tmp_path / "back").eval()
+    assert back.config.activation_function == "gelu"
+    with torch.no_grad():
+        torch.testing.assert_close(back(idx).logits, hf(idx).logits, atol=1e-5, rtol=0)
+
+
 def test_greedy_generation_equals_hugging_face(pair) -> None:
     hf, ours, _ = pair
     prompt = torch.randint(1, V, (2, 7))

@@ -35,6 +35,8 @@ _LAYER_MAP = [
     ("ffn.fc2.bias", "mlp.c_proj.bias", False),
 ]
 _QKV = ("q_proj", "k_proj", "v_proj")
+# Hugging Face activation_function -> GPTConfig.activation
+_ACTIVATIONS = {"gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "gelu": "gelu"}
 
 
 def config_from_hf(hf: dict) -> GPTConfig:
@@ -42,8 +44,8 @@ def config_from_hf(hf: dict) -> GPTConfig:
     if hf.get("model_type", "gpt2") != "gpt2":
         raise CheckpointError(f"not a GPT-2 checkpoint (model_type {hf.get('model_type')!r})")
     act = hf.get("activation_function", "gelu_new")
-    if act not in ("gelu_new", "gelu_pytorch_tanh"):
-        raise CheckpointError(f"GPT-2 activation {act!r} is not supported (attnkit runs GELU-tanh)")
+    if act not in _ACTIVATIONS:
+        raise CheckpointError(f"GPT-2 activation {act!r} is not supported (attnkit runs {sorted(_ACTIVATIONS)})")
     for flag in ("scale_attn_by_inverse_layer_idx", "add_cross_attention"):
         if hf.get(flag):
             raise CheckpointError(f"GPT-2 option {flag}=true is not supported")
@@ -61,6 +63,7 @@ def config_from_hf(hf: dict) -> GPTConfig:
             bias=True,
             tie_embeddings=bool(hf.get("tie_word_embeddings", True)),
             layer_norm_eps=float(hf.get("layer_norm_epsilon", 1e-5)),
+            activation=_ACTIVATIONS[act],
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise CheckpointError(f"incomplete or invalid GPT-2 config.json ({exc})") from None
@@ -70,7 +73,8 @@ def config_to_hf(c: GPTConfig, eos_id: int | None = None) -> dict:
     """A GPT-2 config.json for ``c`` (dropout at inference is irrelevant; it is kept for training)."""
     eos = c.vocab_size - 1 if eos_id is None else eos_id
     return {
-        "architectures": ["GPT2LMHeadModel"], "model_type": "gpt2", "activation_function": "gelu_new",
+        "architectures": ["GPT2LMHeadModel"], "model_type": "gpt2",
+        "activation_function": "gelu_new" if c.activation == "gelu_tanh" else c.activation,
         "vocab_size": c.vocab_size, "n_positions": c.block_size, "n_layer": c.n_layer, "n_head": c.n_head,
         "n_embd": c.n_embd, "n_inner": c.d_ff, "layer_norm_epsilon": c.layer_norm_eps,
         "resid_pdrop": c.dropout, "embd_pdrop": c.dropout, "attn_pdrop": c.dropout,
