@@ -67,6 +67,8 @@ def test_uses_the_shared_blocks() -> None:
     assert all(isinstance(layer.self_attn, MultiHeadAttention) for layer in model.layers)
     assert model.layers[0].ffn.activation == "gelu_tanh"
     assert GPT(GPTConfig.shakespeare_char()).layers[0].ffn.activation == "gelu"  # nanoGPT's nn.GELU()
+    exact = GPTConfig.shakespeare_char()
+    assert GPTConfig.from_dict(exact.to_dict()) == exact and "activation" not in GPTConfig.tiny().to_dict()
 
 
 def test_causal_future_tokens_do_not_change_past_logits() -> None:

@@ -172,6 +172,11 @@ def _fast_attention(
     q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, dropout: float, is_causal: bool
 ) -> Tensor:
     """The same computation through PyTorch's fused scaled_dot_product_attention."""
+    if q.shape[-2] == 1 and not dropout:
+        # One query (a decoding step): two small products are cheaper than SDPA's kernel, whose parallel
+        # loop over B x H costs more than the work (and stalls when the other cores are busy).
+        scores = (q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1)  # (B, H, 1, S)
+        return masked_softmax(scores, mask) @ v  # a query with no allowed key gets 0, as below
     if mask is None:
         return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=is_causal)
     # SDPA gives NaN for a query with no allowed key; let it see every key, then zero its output.

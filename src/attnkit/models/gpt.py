@@ -33,7 +33,8 @@ PRESETS = {"gpt2": "gpt2", "shakespeare-char": "shakespeare_char", "tiny": "tiny
 @dataclass
 class GPTConfig(JsonConfig, family="GPT", presets=PRESETS, strict=True):
     """Shapes and options of a GPT. ``block_size`` is the context length (number of learned positions);
-    ``d_ff`` defaults to 4 * n_embd; ``tie_embeddings`` shares the token embedding with the output head.
+    ``d_ff`` defaults to 4 * n_embd; ``tie_embeddings`` shares the token embedding with the output head;
+    ``activation``: the MLP's GELU, "gelu_tanh" (GPT-2's "gelu_new") or "gelu" (exact, nanoGPT's nn.GELU).
     JSON I/O and ``preset(name)`` come from :class:`~attnkit.models.config_io.JsonConfig`."""
 
     vocab_size: int = 50257
@@ -57,6 +58,14 @@ class GPTConfig(JsonConfig, family="GPT", presets=PRESETS, strict=True):
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
         if self.activation not in ("gelu_tanh", "gelu"):
             raise ValueError(f"activation must be 'gelu_tanh' or 'gelu', got {self.activation!r}")
+
+    def to_dict(self) -> dict:
+        """As JsonConfig's, but without ``activation`` when it is the default: JSON written before the
+        field existed (always GELU-tanh) is unchanged, and older attnkit versions still read it."""
+        d = super().to_dict()
+        if d["activation"] == "gelu_tanh":
+            del d["activation"]
+        return d
 
     @property
     def ffn_dim(self) -> int:
