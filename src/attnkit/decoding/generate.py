@@ -96,25 +96,38 @@ def _generate(session: DecoderSession, prompt: Tensor, cfg: GenerationConfig) ->
     b = prompt.shape[0]
     done = torch.zeros(b, dtype=torch.bool, device=prompt.device)
     stops = torch.tensor(cfg.stop_tokens, dtype=torch.long, device=prompt.device)
-    out: list[Tensor] = []
-    step_last = getattr(session, "step_last", None)
-    if step_last is None:
-        def step_last(tokens: Tensor) -> Tensor:
-            return session.step(tokens)[:, -1]
-    logits = step_last(prompt)  # (B, V)
+    out = prompt.new_full((b, cfg.max_new_tokens), cfg.pad_id)
+    rows = torch.arange(b, device=prompt.device)  # (R,) the output row of each session row
+    # Greedy decoding drops stopped rows from the session (their steps would be wasted work); sampling keeps
+    # them, so that a seed draws the same random numbers whatever stops when.
+    drop = cfg.temperature == 0.0
+    logits = last_logits(session, prompt)  # (B, V)
+    n = 0
     for i in range(cfg.max_new_tokens):
-        token = _next_token(logits, cfg, generator)
-        token = token.masked_fill(done, cfg.pad_id)
-        out.append(token)
+        token = _next_token(logits, cfg, generator)  # (R,)
+        if not drop:
+            token = token.masked_fill(done, cfg.pad_id)
+        out[rows, i] = token
+        n = i + 1
         if stops.numel():
-            done = done | torch.isin(token, stops)
-            if bool(done.all()):
+            stopped = torch.isin(token, stops)
+            if not drop:
+                done = done | stopped
+            if bool((done if not drop else stopped).all()):
                 break
+            if drop and bool(stopped.any()):
+                keep = (~stopped).nonzero().squeeze(1)
+                session.reorder(keep)
+                rows, token = rows[keep], token[keep]
         if i + 1 < cfg.max_new_tokens:
-            logits = step_last(token.unsqueeze(1))
-    if not out:
-        return prompt.new_zeros(b, 0)
-    return torch.stack(out, dim=1)
+            logits = last_logits(session, token.unsqueeze(1))
+    return out[:, :n]
+
+
+def last_logits(session: DecoderSession, tokens: Tensor) -> Tensor:
+    """Feed tokens [B, t] to the session; logits [B, V] of the last position (``step_last`` when it has it)."""
+    step_last = getattr(session, "step_last", None)
+    return step_last(tokens) if step_last is not None else session.step(tokens)[:, -1]
 
 
 class PromptedModel(Protocol):
