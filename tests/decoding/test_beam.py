@@ -1,4 +1,5 @@
-"""Beam search: beam 1 is greedy; against an exhaustive search on a toy model; length penalty; batching."""
+"""Beam search: beam 1 is greedy; against an exhaustive search on a toy model and a plain uncached beam
+search on a Transformer; length penalty; batching; greedy and beam drop finished rows from the session."""
 
 from __future__ import annotations
 
@@ -107,3 +108,83 @@ def test_length_penalty_prefers_longer() -> None:
 def test_bad_config() -> None:
     with pytest.raises(ValueError, match="beam_size"):
         BeamConfig(beam_size=0)
+
+
+class EOSBiased:
+    """A session whose EOS logit is raised by ``bias`` (so sentences finish at different steps); records the
+    batch size of every reorder."""
+
+    def __init__(self, session, bias: float, eos: int = 2) -> None:
+        self.session, self.bias, self.eos, self.sizes = session, bias, eos, []
+
+    def step(self, tokens: torch.Tensor) -> torch.Tensor:
+        logits = self.session.step(tokens)
+        logits[..., self.eos] += self.bias
+        return logits
+
+    def reorder(self, index: torch.Tensor) -> None:
+        self.sizes.append(len(index))
+        self.session.reorder(index)
+
+
+def _plain_beam(model, src, k: int, max_new: int, eos: int, alpha: float, bias: float) -> tuple[float, list[int]]:
+    """One sentence, no cache, no batching: every live hypothesis re-runs the whole model (the oracle)."""
+    live, finished = [(0.0, [])], []
+    for step in range(max_new):
+        cands = []
+        for s, toks in live:
+            logits = model(src, torch.tensor([[1] + toks]))[0, -1]
+            logits[eos] += bias
+            logp = torch.log_softmax(logits.double(), -1).tolist()
+            cands += [(s + lp, toks + [t]) for t, lp in enumerate(logp)]
+        top = sorted(cands, key=lambda c: -c[0])[: 2 * k]
+        for s, toks in top[:k]:
+            if toks[-1] == eos and len(finished) < k:
+                finished.append((s / (step + 1) ** alpha, toks))
+        if len(finished) >= k:
+            break
+        live = [c for c in top if c[1][-1] != eos][:k]
+        if step + 1 == max_new:
+            finished += [(s / len(toks) ** alpha, toks) for s, toks in live]
+    return max(finished, key=lambda h: h[0])
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_batched_cached_beam_equals_plain_oracle_and_drops_done_sentences(seed: int) -> None:
+    torch.manual_seed(seed)
+    model = Transformer(TransformerConfig.tiny(src_vocab_size=30, tgt_vocab_size=30)).eval()
+    b, k = 5, 3
+    src = torch.randint(4, 30, (b, 6))
+    src[1, 3:] = 0
+    session = EOSBiased(model.start_decoding(src), 1.0)
+    cfg = BeamConfig(beam_size=k, max_new_tokens=10, eos_id=2, length_penalty=0.7)
+    out = beam_search(session, torch.ones(b, 1, dtype=torch.long), cfg)
+    with torch.no_grad():
+        for i in range(b):
+            s = src[i : i + 1, : int((src[i] != 0).sum())]
+            score, toks = _plain_beam(model, s, k, 10, 2, 0.7, 1.0)
+            assert out.tokens[i, : len(toks)].tolist() == toks
+            assert (out.tokens[i, len(toks) :] == 0).all()
+            assert abs(float(out.scores[i]) - score) < 1e-4
+    assert b * k > min(session.sizes) > 0  # the rows of done sentences left the session
+
+
+def test_greedy_drops_stopped_rows_and_equals_uncached_greedy() -> None:
+    torch.manual_seed(1)
+    model = Transformer(TransformerConfig.tiny(src_vocab_size=30, tgt_vocab_size=30)).eval()
+    src = torch.randint(4, 30, (5, 6))
+    src[3, 2:] = 0
+    session = EOSBiased(model.start_decoding(src), 1.5)
+    out = generate(session, torch.ones(5, 1, dtype=torch.long), GenerationConfig(10, stop_tokens=(2,), pad_id=0))
+    with torch.no_grad():
+        for i in range(5):
+            seq = [1]
+            s = src[i : i + 1, : int((src[i] != 0).sum())]
+            while len(seq) <= 10 and seq[-1] != 2:
+                logits = model(s, torch.tensor([seq]))[0, -1]
+                logits[2] += 1.5
+                seq.append(int(logits.argmax()))
+            n = len(seq) - 1
+            assert out[i, :n].tolist() == seq[1:] and (out[i, n:] == 0).all()
+    # rows that stopped left the session while the others went on
+    assert session.sizes and 0 < session.sizes[0] < 5 and out.shape[1] == 10

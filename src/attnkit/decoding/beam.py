@@ -16,7 +16,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from attnkit.decoding.generate import DecoderSession
+from attnkit.decoding.generate import DecoderSession, last_logits
 
 
 @dataclass
@@ -45,67 +45,96 @@ class BeamOutput(NamedTuple):
 @torch.no_grad()
 def beam_search(session: DecoderSession, prompt: Tensor, cfg: BeamConfig) -> BeamOutput:
     """Decode ``prompt`` [B, T0] (e.g. BOS per sentence) with beam search; the session holds batch B and is
-    expanded to B*K rows here (``reorder``)."""
+    expanded to B*K rows here (``reorder``).
+
+    Work saved without changing the result: the prompt is fed once per sentence, then its state copied to
+    the K rows; a new hypothesis stays in its parent's row when it can (so a ``reorder`` copies only the
+    rows whose parent changed); the rows of a sentence that is done are dropped from the session."""
     if prompt.dim() != 2 or prompt.shape[1] == 0:
         raise ValueError(f"prompt must be [B, T0] with T0 >= 1, got {tuple(prompt.shape)}")
     b, k, device = prompt.shape[0], cfg.beam_size, prompt.device
     expand = torch.arange(b, device=device).repeat_interleave(k)  # (B*K,)
+    first = last_logits(session, prompt)  # (B, V)
     session.reorder(expand)
-    logp = torch.log_softmax(session.step(prompt[expand])[:, -1].float(), dim=-1)  # (B*K, V)
+    logp = torch.log_softmax(first.float(), dim=-1)[expand]  # (B*K, V)
     v = logp.shape[-1]
     scores = torch.full((b, k), float("-inf"), device=device)
     scores[:, 0] = 0.0  # all beams start identical: keep only the first
     history = prompt.new_zeros(b * k, 0)
     finished: list[list[tuple[float, list[int]]]] = [[] for _ in range(b)]
     done = torch.zeros(b, dtype=torch.bool)
-    offsets = (torch.arange(b, device=device) * k).unsqueeze(1)  # (B, 1)
+    active = torch.arange(b)  # (A,) the sentence of each group of K session rows
     for step in range(cfg.max_new_tokens):
-        cand = (scores.unsqueeze(-1) + logp.view(b, k, v)).view(b, k * v)
-        top_s, top_i = cand.topk(min(2 * k, k * v), dim=1)  # (B, 2K), best first
+        a = active.shape[0]
+        offsets = (torch.arange(a, device=device) * k).unsqueeze(1)  # (A, 1)
+        cand = (scores.unsqueeze(-1) + logp.view(a, k, v)).view(a, k * v)
+        top_s, top_i = cand.topk(min(2 * k, k * v), dim=1)  # (A, 2K), best first
         top_beam, top_tok = top_i // v, top_i % v
         is_eos = top_tok == cfg.eos_id
-        length = step + 1
-        _finish(finished, done, top_s, top_beam, is_eos, history, offsets, k, length, cfg)
-        keep_s, keep_j = top_s.masked_fill(is_eos, float("-inf")).topk(k, dim=1)  # (B, K) live extensions
-        beam = (top_beam.gather(1, keep_j) + offsets).view(-1)  # (B*K,) rows of the previous step
-        token = top_tok.gather(1, keep_j).view(-1)  # (B*K,)
-        scores = keep_s
-        history = torch.cat([history[beam], token.unsqueeze(1)], dim=1)
+        _finish(finished, done, active, top_s, top_beam, is_eos, history, offsets, k, step + 1, cfg)
+        keep_s, keep_j = top_s.masked_fill(is_eos, float("-inf")).topk(k, dim=1)  # (A, K) live extensions
+        slot = _slots(top_beam.gather(1, keep_j))  # (A, K) the row of each extension within its sentence
+        scores = torch.empty_like(keep_s).scatter_(1, slot, keep_s)
+        parent = torch.empty_like(slot).scatter_(1, slot, top_beam.gather(1, keep_j))  # (A, K) by row
+        token = torch.empty_like(slot).scatter_(1, slot, top_tok.gather(1, keep_j)).view(-1)  # (A*K,)
+        rows = (parent + offsets).view(-1)  # (A*K,) rows of the previous step
+        history = torch.cat([history[rows], token.unsqueeze(1)], dim=1)
         if bool(done.all()):
             break
         if step + 1 == cfg.max_new_tokens:
-            _finish_alive(finished, done, scores, history, k, cfg)
+            _finish_alive(finished, done, active, scores, history, k, cfg)
             break
-        session.reorder(beam)
-        logp = torch.log_softmax(session.step(token.unsqueeze(1))[:, -1].float(), dim=-1)
+        alive = ~done[active]
+        if not bool(alive.all()):  # drop the rows of the sentences that are done
+            groups = alive.nonzero().squeeze(1)
+            keep = (groups.unsqueeze(1) * k + torch.arange(k)).view(-1).to(device)
+            active, scores, rows, token, history = (active[groups], scores[groups.to(device)], rows[keep],
+                                                    token[keep], history[keep])
+        session.reorder(rows)
+        logp = torch.log_softmax(last_logits(session, token.unsqueeze(1)).float(), dim=-1)
     return _best(finished, b, cfg, device)
+
+
+def _slots(parent: Tensor) -> Tensor:
+    """parent [A, K]: the beam (row within its sentence) each new hypothesis extends -> slot [A, K], the row it
+    goes to: its parent's row for the first child of each parent, the rows of childless parents for the
+    others (a permutation of 0..K-1 per sentence)."""
+    a, k = parent.shape
+    same = parent.unsqueeze(2) == parent.unsqueeze(1)  # (A, K, K): children j and i share a parent
+    earlier = torch.ones(k, k, dtype=torch.bool, device=parent.device).tril(-1)  # (K, K): i < j
+    first = ~(same & earlier).any(-1)  # (A, K)
+    has_child = torch.zeros(a, k, dtype=torch.bool, device=parent.device).scatter_(1, parent, True)
+    free = torch.sort(has_child.to(torch.uint8), dim=1, stable=True).indices  # childless rows first
+    rank = ((~first).long().cumsum(1) - 1).clamp(min=0)  # the m-th other child takes the m-th free row
+    return torch.where(first, parent, free.gather(1, rank))
 
 
 def _norm(score: float, length: int, alpha: float) -> float:
     return score / (length**alpha) if alpha else score
 
 
-def _finish(finished, done, top_s, top_beam, is_eos, history, offsets, k, length, cfg) -> None:
+def _finish(finished, done, active, top_s, top_beam, is_eos, history, offsets, k, length, cfg) -> None:
     """Finish the EOS extensions ranked among the first K of a sentence that is not done yet."""
     eos_rows, eos_cols = torch.nonzero(is_eos[:, :k] & torch.isfinite(top_s[:, :k]), as_tuple=True)
-    for r, c in zip(eos_rows.tolist(), eos_cols.tolist(), strict=True):
+    for g, c in zip(eos_rows.tolist(), eos_cols.tolist(), strict=True):
+        r = int(active[g])
         if done[r]:
             continue
-        row = int(top_beam[r, c] + offsets[r, 0])
+        row = int(top_beam[g, c] + offsets[g, 0])
         tokens = history[row].tolist() + [cfg.eos_id]
-        finished[r].append((_norm(float(top_s[r, c]), length, cfg.length_penalty), tokens))
+        finished[r].append((_norm(float(top_s[g, c]), length, cfg.length_penalty), tokens))
         if len(finished[r]) >= k:
             done[r] = True
 
 
-def _finish_alive(finished, done, scores, history, k, cfg) -> None:
-    for r in range(len(finished)):
+def _finish_alive(finished, done, active, scores, history, k, cfg) -> None:
+    for g, r in enumerate(active.tolist()):
         if done[r]:
             continue
         for j in range(k):
-            s = float(scores[r, j])
+            s = float(scores[g, j])
             if s != float("-inf"):
-                finished[r].append((_norm(s, history.shape[1], cfg.length_penalty), history[r * k + j].tolist()))
+                finished[r].append((_norm(s, history.shape[1], cfg.length_penalty), history[g * k + j].tolist()))
 
 
 def _best(finished, b: int, cfg: BeamConfig, device) -> BeamOutput:
