@@ -74,7 +74,8 @@ class ToyTask:
     def evaluate(self, model: nn.Module) -> dict[str, float]:
         self.evaluations += 1
         torch.rand(3)  # consumes global RNG: the loop must restore it
-        x, y = self.batches(0)[0]
+        device = next(model.parameters()).device
+        x, y = (t.to(device) for t in self.batches(0)[0])
         total, count = smoothed_cross_entropy(model(x), y, ignore_index=PAD)
         return {"val_loss": float(total / count)}
 

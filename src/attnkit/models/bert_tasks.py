@@ -24,7 +24,7 @@ from attnkit.errors import CheckpointError
 from attnkit.evaluation.accuracy import accuracy
 from attnkit.models.bert import BERT, BERTConfig, BERTForMaskedLM, BERTForSequenceClassification
 from attnkit.tokenizers.wordpiece import WordPiece
-from attnkit.training import load_model_weights, read_meta
+from attnkit.training import load_model_weights, move_to, read_meta
 
 MLM_FAMILY, CLASSIFY_FAMILY = "bert-mlm", "bert-classify"
 TOKENIZER_DIR = "tokenizer"
@@ -86,8 +86,9 @@ class MLMTask:
         total = correct = 0.0
         n = 0
         groups = token_batches([len(s) for s in self.val_ids], self.max_tokens, self.seed, 0)
+        device = next(model.parameters()).device
         for i, g in enumerate(groups):
-            b = self._mask([self.val_ids[j] for j in g], batch_generator(self.seed + 1, -1, i))
+            b = move_to(self._mask([self.val_ids[j] for j in g], batch_generator(self.seed + 1, -1, i)), device)
             chosen = b.labels != IGNORE
             logits = model(b.input_ids, b.attention_mask, select=chosen).logits.float()
             total += float(F.cross_entropy(logits, b.labels[chosen], reduction="sum"))
@@ -154,11 +155,12 @@ def predict(
     order = sorted(range(len(ids)), key=lambda j: len(ids[j]))
     preds = [0] * len(ids)
     total = 0.0
+    device = next(model.parameters()).device
     with torch.inference_mode():
         for s in range(0, len(order), batch_size):
             group = order[s : s + batch_size]
             x, attn = tok.pad([ids[j] for j in group])
-            logits = model(x, attn).logits.float()  # (b, C)
+            logits = model(x.to(device), attn.to(device)).logits.float().cpu()  # (b, C)
             for j, p in zip(group, logits.argmax(-1).tolist(), strict=True):
                 preds[j] = p
             if labels is not None:
