@@ -1,6 +1,7 @@
 """Scoring-function study (spec part 1, items 3-4): the RNN encoder-decoder with each scoring function
 (additive, dot, scaled dot, bilinear) and with hard attention (REINFORCE), and the Transformer, each
-trained for the same CPU time on one thread, on a toy translation task and on Multi30k de->en.
+trained for the same CPU time on one thread (or wall time on a GPU), on a toy translation task, on the demo
+task (dates in words -> ISO) and on Multi30k de->en.
 
     flock /tmp/attnkit-heavy.lock .venv/bin/python bench/scoring_study.py --out docs/scoring-study.json
 
@@ -22,6 +23,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from attnkit.data.dates import dates_corpus
 from attnkit.data.parallel import read_parallel
 from attnkit.evaluation.bleu import corpus_scores
 from attnkit.models.rnn import RNNSeq2Seq, RNNSeq2SeqConfig
@@ -145,6 +147,11 @@ def make_task(name: str, n_test: int, train_lines: int | None, mt_max_tokens: in
         train_src, train_tgt = toy_corpus(20000, 0)
         test_src, test_tgt = toy_corpus(n_test, 1)
         vocab, size, max_tokens, lr = 120, "toy", 1500, 2e-3
+    elif name == "dates":  # the task of `attnkit demo`: dates written out in words -> ISO dates
+        test = dates_corpus(n_test, seed=1)
+        train = dates_corpus(20000, seed=0, exclude=set(test.tgt))
+        train_src, train_tgt, test_src, test_tgt = train.src, train.tgt, test.src, test.tgt
+        vocab, size, max_tokens, lr = 400, "toy", 1500, 2e-3
     else:
         data = SHARED_DATA / "multi30k"
         tr, te = read_parallel(data, "train", "de", "en"), read_parallel(data, "test_2016_flickr", "de", "en")
@@ -159,21 +166,23 @@ def make_task(name: str, n_test: int, train_lines: int | None, mt_max_tokens: in
 
 
 def table(runs: list[dict]) -> str:
-    lines = ["| task | model | params | steps | BLEU | chrF | token acc. | exact | train tok/s | decode sent/s |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    """One markdown row per run; the budget column says how long and where each model trained."""
+    lines = ["| task | model | params | budget | updates | BLEU | chrF | token acc. | exact | train tok/s | "
+             "decode sent/s |", "|" + " --- |" * 11]
     for r in runs:
-        lines.append(f"| {r['task']} | {r['model']} | {r['parameters']:,} | {r['steps']} | {r['bleu']:.1f} | "
-                     f"{r['chrf']:.1f} | {r['token_accuracy']:.3f} | {r['exact']:.3f} | "
-                     f"{r['train_tok_per_cpu_s']:,} | {r['decode_sent_per_s']:.0f} |")
+        clock = "GPU wall" if r.get("device", "cpu") != "cpu" else "CPU"
+        lines.append(f"| {r['task']} | {r['model']} | {r['parameters']:,} | {r['train_cpu_s']:.0f} {clock} s | "
+                     f"{r['steps']:,} | {r['bleu']:.1f} | {r['chrf']:.1f} | {r['token_accuracy']:.3f} | "
+                     f"{r['exact']:.3f} | {r['train_tok_per_cpu_s']:,} | {r['decode_sent_per_s']:.0f} |")
     return "\n".join(lines)
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="docs/scoring-study.json")
-    p.add_argument("--tasks", default="toy,multi30k")
+    p.add_argument("--tasks", default="toy,dates,multi30k")
     p.add_argument("--models", default=",".join(MODELS))
-    p.add_argument("--toy-seconds", type=float, default=20.0, help="CPU seconds of training per toy run")
+    p.add_argument("--toy-seconds", type=float, default=20.0, help="CPU seconds of training per toy or dates run")
     p.add_argument("--mt-seconds", type=float, default=40.0, help="CPU seconds of training per Multi30k run")
     p.add_argument("--test", type=int, default=400, help="held-out sentences scored")
     p.add_argument("--train-lines", type=int, default=None, help="Multi30k: first N training pairs")
@@ -182,10 +191,10 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=0,
                    help="linear warm-up over N updates then 1/sqrt decay, for every model (0: constant lr)")
     p.add_argument("--device", default="cpu", help="cpu | cuda: on cuda the budgets are wall-clock seconds")
-    p.add_argument("--from-json", help="only print the table of this results file")
+    p.add_argument("--from-json", help="only print the table of these results files (comma-separated)")
     args = p.parse_args()
     if args.from_json:
-        print(table(json.loads(Path(args.from_json).read_text())["runs"]))
+        print(table([r for f in args.from_json.split(",") for r in json.loads(Path(f).read_text())["runs"]]))
         return
     device = torch.device(args.device)
     if device.type == "cpu":
@@ -194,7 +203,7 @@ def main() -> None:
     for task_name in args.tasks.split(","):
         task = make_task(task_name, args.test, args.train_lines, args.mt_max_tokens)
         for m in args.models.split(","):
-            seconds = args.toy_seconds if task_name == "toy" else args.mt_seconds
+            seconds = args.mt_seconds if task_name == "multi30k" else args.toy_seconds
             r = run_one(m, task, seconds, args.seed, device, args.warmup)
             runs.append(r)
             print(json.dumps(r), flush=True)
