@@ -162,7 +162,7 @@ def build_task(args: argparse.Namespace, seed: int) -> LMTask:
         meta = read_meta(out, family=FAMILY)
         try:
             config = GPTConfig.from_dict(meta["model_config"])
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, CheckpointError) as exc:
             raise CheckpointError(f"{meta['checkpoint_dir']}: bad model configuration ({exc})") from None
         # The data stream depends on the batch size: keep the run's own so that resuming is exact.
         batch = int(meta.get("train_config", {}).get("extra", {}).get("batch_size", args.batch_size))
@@ -221,7 +221,7 @@ def load_lm(args: argparse.Namespace) -> tuple[GPT, TextTokenizer]:
         meta = read_meta(args.run_dir, family=FAMILY)
         try:
             config = GPTConfig.from_dict(meta["model_config"])
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, CheckpointError) as exc:
             raise CheckpointError(f"{meta['checkpoint_dir']}: bad model configuration ({exc})") from None
         model = GPT(config)
         load_model_weights(model, args.run_dir, family=FAMILY)
