@@ -2,7 +2,9 @@
 
 GPT-2 124M shapes, random weights (the same weights in both models), fp32, greedy, a 32-token prompt and
 128 new tokens; batch 1 and batch 8. Runs alternate between the two models; tokens/s counts new tokens
-(batch x 128) over the whole call, prompt included. Also checks that both produce the same tokens.
+(batch x 128) over the whole call, prompt included. Also checks that both produce the same tokens, and
+measures the memory-bandwidth bound: the time to read every weight once (a chain of plain F.linear
+products with the model's own matrices), which no fp32 decoder can beat per step.
 
     flock /tmp/attnkit-heavy.lock .venv/bin/python bench/gpt_generate.py [--repeats 3] [--batches 1 8]
 """
@@ -14,11 +16,44 @@ import json
 import time
 
 import torch
+import torch.nn.functional as F
 import transformers
 
 from attnkit.decoding.generate import GenerationConfig, generate
 from attnkit.models.gpt import GPT, GPTConfig
 from attnkit.models.hf.gpt2 import config_to_hf, state_to_hf
+
+
+def weight_bytes(model: GPT) -> int:
+    """Bytes of the matrices one decoding step reads (every layer's and the output projection)."""
+    mats = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    return sum(m.weight.numel() * m.weight.element_size() for m in mats)
+
+
+def weight_stream_seconds(model: GPT, batch: int, repeats: int = 5) -> float:
+    """Seconds to read every weight a decoding step must read, once: the chain of plain ``F.linear``
+    products of each layer (q, k, v, out, fc1, fc2) and the output projection, on [batch, 768] inputs,
+    with the model's own fp32 weights (~500 MB for GPT-2 124M, far larger than the caches). No attention,
+    no LayerNorm, no Python beyond the loop: a lower bound on the time of one decoding step."""
+    layers = [(a.q_proj.weight, a.k_proj.weight, a.v_proj.weight, a.out_proj.weight, f.fc1.weight, f.fc2.weight)
+              for a, f in ((layer.self_attn, layer.ffn) for layer in model.layers)]
+    x = torch.randn(batch, model.config.n_embd)
+
+    def once() -> None:
+        h = x
+        for wq, wk, wv, wo, w1, w2 in layers:
+            F.linear(h, wq), F.linear(h, wk), F.linear(h, wv), F.linear(h, wo)
+            h = F.linear(F.linear(h, w1), w2)
+        F.linear(h, model.lm_head.weight)
+
+    with torch.inference_mode():
+        once()
+        best = float("inf")
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            once()
+            best = min(best, time.perf_counter() - t0)
+    return best
 
 
 def main() -> None:
@@ -55,6 +90,8 @@ def main() -> None:
             return out[:, args.prompt_len :]
 
         same = torch.equal(run_ours(), run_hf())  # also the warm-up
+        stream = weight_stream_seconds(ours, b)
+        n_bytes = weight_bytes(ours)
         for _ in range(args.repeats):
             for name, fn in (("attnkit", run_ours), ("hf", run_hf)):
                 t0 = time.perf_counter()
@@ -62,10 +99,15 @@ def main() -> None:
                 times[name].append(time.perf_counter() - t0)
         tps = {k: b * n_new / min(v) for k, v in times.items()}
         row = {"batch": b, "attnkit_tok_s": tps["attnkit"], "hf_tok_s": tps["hf"],
-               "ratio": tps["attnkit"] / tps["hf"], "same_tokens": same}
+               "ratio": tps["attnkit"] / tps["hf"], "same_tokens": same, "threads": torch.get_num_threads(),
+               "weight_read_ms": stream * 1e3, "weight_mb": n_bytes / 1e6, "bound_tok_s": b / stream,
+               "gb_per_s": n_bytes / stream / 1e9}
         results.append(row)
         print(f"batch {b}: attnkit {tps['attnkit']:.1f} tok/s   HF generate {tps['hf']:.1f} tok/s   "
-              f"ratio {row['ratio']:.2f}x   identical tokens: {same}", flush=True)
+              f"ratio {row['ratio']:.2f}x   identical tokens: {same}   | reading the {n_bytes / 1e6:.0f} MB of "
+              f"weights once (F.linear chain): {stream * 1e3:.1f} ms = {row['gb_per_s']:.1f} GB/s -> bound "
+              f"{row['bound_tok_s']:.1f} tok/s (attnkit at {tps['attnkit'] / row['bound_tok_s']:.0%}, HF at "
+              f"{tps['hf'] / row['bound_tok_s']:.0%} of it; {torch.get_num_threads()} threads)", flush=True)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=2)

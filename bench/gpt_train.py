@@ -72,9 +72,12 @@ def speed(args: argparse.Namespace) -> dict:
         "hf, AdamW fused": (hf_model(), "fused"),
         "attnkit, AdamW fused": (GPT(GPTConfig.shakespeare_char(vocab_size=v, bias=True)), "fused"),
         "attnkit bias=False, AdamW fused": (GPT(GPTConfig.shakespeare_char(vocab_size=v, bias=False)), "fused"),
+        "attnkit bias=False gelu_tanh, fused": (
+            GPT(GPTConfig.shakespeare_char(vocab_size=v, bias=False, activation="gelu_tanh")), "fused"),
     }
-    if args.compile:
-        models["attnkit, compiled, AdamW fused"] = (GPT(GPTConfig.shakespeare_char(vocab_size=v)), "fused")
+    if args.compile:  # both sides compiled: the compiled ratio compares like with like
+        models["hf compiled, AdamW fused"] = (hf_model(), "fused")
+        models["attnkit bias=False compiled, fused"] = (GPT(GPTConfig.shakespeare_char(vocab_size=v)), "fused")
     runners = {}
     for name, (model, impl) in models.items():
         model.train()
@@ -118,17 +121,20 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=6)
     ap.add_argument("--steps", type=int, default=25, help="steps per round and model")
     ap.add_argument("--warmup", type=int, default=10)
-    ap.add_argument("--compile", action="store_true", help="also time attnkit under torch.compile")
+    ap.add_argument("--compile", action="store_true", help="also time attnkit and HF under torch.compile")
+    ap.add_argument("--threads", type=int, help="torch CPU threads (default: torch's, the number of cores)")
     ap.add_argument("--json", help="write the results here")
     args = ap.parse_args()
     transformers.logging.set_verbosity_error()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     result = {}
     if not args.skip_speed:
         result["speed"] = speed(args)
         for name, tps in result["speed"]["tokens_per_s"].items():
             ratios = result["speed"]["ratios"].get(name, {})
             vs = "   ".join(f"{r:.2f}x [{h}]" for h, r in ratios.items())
-            print(f"{name:34s} {tps:8.0f} tokens/s   {vs}", flush=True)
+            print(f"{name:36s} {tps:8.0f} tokens/s   {vs}", flush=True)
     if not args.skip_quality:
         out = Path(args.out)
         if out.exists() and any(out.iterdir()):

@@ -216,3 +216,20 @@ def test_cache_reorder_equals_index_select_of_the_written_positions(index):
     new = torch.randn(len(index), 2, 1, 5)
     all_k, _ = cache.append(new, new)  # writing goes on after the reorder
     torch.testing.assert_close(all_k, torch.cat([k.index_select(0, idx), new], 2), rtol=0, atol=0)
+
+
+def test_one_query_step_matches_torch_and_zeroes_a_fully_masked_row():
+    """A single query (a decoding step) takes the small-product path: same result as
+    nn.MultiheadAttention over padded keys, and 0 attention for a row with no allowed key."""
+    torch.manual_seed(0)
+    mha = MultiHeadAttention(16, 4).eval()
+    ref = _reference(mha)
+    q, mem = torch.randn(3, 1, 16), torch.randn(3, 6, 16)
+    keep = _lengths_mask([6, 2, 4], 6)
+    got = mha(q, mem, mask=padding_mask(keep)).output
+    expected, _ = ref(q, mem, mem, key_padding_mask=~keep)
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+    keep[1] = False
+    out = mha(q, mem, mask=padding_mask(keep)).output
+    torch.testing.assert_close(out[1, 0], mha.out_proj.bias)
+    assert torch.isfinite(out).all()
