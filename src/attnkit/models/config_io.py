@@ -17,9 +17,12 @@ import dataclasses
 import json
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, ClassVar, Self
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from attnkit.errors import CheckpointError
+
+if TYPE_CHECKING:  # typing.Self is Python >= 3.11; attnkit supports 3.10
+    from typing import Self
 
 
 class JsonConfig:
