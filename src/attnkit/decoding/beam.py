@@ -16,7 +16,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from attnkit.decoding.generate import DecoderSession, last_logits
+from attnkit.decoding.generate import _DROP_EVERY, DecoderSession, last_logits
 
 
 @dataclass
@@ -49,7 +49,8 @@ def beam_search(session: DecoderSession, prompt: Tensor, cfg: BeamConfig) -> Bea
 
     Work saved without changing the result: the prompt is fed once per sentence, then its state copied to
     the K rows; a new hypothesis stays in its parent's row when it can (so a ``reorder`` copies only the
-    rows whose parent changed); the rows of a sentence that is done are dropped from the session."""
+    rows whose parent changed); the rows of the sentences that are done leave the session (once they are a
+    few)."""
     if prompt.dim() != 2 or prompt.shape[1] == 0:
         raise ValueError(f"prompt must be [B, T0] with T0 >= 1, got {tuple(prompt.shape)}")
     b, k, device = prompt.shape[0], cfg.beam_size, prompt.device
@@ -85,7 +86,7 @@ def beam_search(session: DecoderSession, prompt: Tensor, cfg: BeamConfig) -> Bea
             _finish_alive(finished, done, active, scores, history, k, cfg)
             break
         alive = ~done[active]
-        if not bool(alive.all()):  # drop the rows of the sentences that are done
+        if int((~alive).sum()) * _DROP_EVERY >= a:  # drop the rows of the sentences that are done
             groups = alive.nonzero().squeeze(1)
             keep = (groups.unsqueeze(1) * k + torch.arange(k)).view(-1).to(device)
             active, scores, rows, token, history = (active[groups], scores[groups.to(device)], rows[keep],

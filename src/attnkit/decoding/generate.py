@@ -9,6 +9,9 @@ from typing import Protocol
 import torch
 from torch import Tensor
 
+# Greedy decoding drops stopped rows from the session when they are at least 1/_DROP_EVERY of its rows.
+_DROP_EVERY = 8
+
 
 class DecoderSession(Protocol):
     """Incremental decoding state of one model for one batch (its KV caches, encoder output, ...)."""
@@ -98,27 +101,23 @@ def _generate(session: DecoderSession, prompt: Tensor, cfg: GenerationConfig) ->
     stops = torch.tensor(cfg.stop_tokens, dtype=torch.long, device=prompt.device)
     out = prompt.new_full((b, cfg.max_new_tokens), cfg.pad_id)
     rows = torch.arange(b, device=prompt.device)  # (R,) the output row of each session row
-    # Greedy decoding drops stopped rows from the session (their steps would be wasted work); sampling keeps
-    # them, so that a seed draws the same random numbers whatever stops when.
-    drop = cfg.temperature == 0.0
     logits = last_logits(session, prompt)  # (B, V)
     n = 0
     for i in range(cfg.max_new_tokens):
-        token = _next_token(logits, cfg, generator)  # (R,)
-        if not drop:
-            token = token.masked_fill(done, cfg.pad_id)
+        token = _next_token(logits, cfg, generator).masked_fill(done, cfg.pad_id)  # (R,)
         out[rows, i] = token
         n = i + 1
         if stops.numel():
-            stopped = torch.isin(token, stops)
-            if not drop:
-                done = done | stopped
-            if bool((done if not drop else stopped).all()):
+            done = done | torch.isin(token, stops)
+            if bool(done.all()):
                 break
-            if drop and bool(stopped.any()):
-                keep = (~stopped).nonzero().squeeze(1)
+            # Greedy decoding drops the stopped rows from the session once they are a few (their steps are
+            # wasted work; dropping copies the others' caches). Sampling keeps them, so that a seed draws the
+            # same random numbers whatever stops when.
+            if cfg.temperature == 0.0 and int(done.sum()) * _DROP_EVERY >= done.numel():
+                keep = (~done).nonzero().squeeze(1)
                 session.reorder(keep)
-                rows, token = rows[keep], token[keep]
+                rows, token, done = rows[keep], token[keep], done[keep]
         if i + 1 < cfg.max_new_tokens:
             logits = last_logits(session, token.unsqueeze(1))
     return out[:, :n]
