@@ -35,9 +35,9 @@ from attnkit.data.parallel import read_parallel  # noqa: E402
 from attnkit.decoding import GenerationConfig, generate  # noqa: E402
 from attnkit.decoding.beam import BeamConfig, beam_search  # noqa: E402
 from attnkit.layers import sinusoidal_table  # noqa: E402
-from attnkit.models.seq2seq import make_batch  # noqa: E402
+from attnkit.models.seq2seq import load_run, make_batch  # noqa: E402
 from attnkit.models.transformer import Transformer, TransformerConfig  # noqa: E402
-from attnkit.tokenizers.subword import BOS_ID, PAD_ID, SubwordTokenizer  # noqa: E402
+from attnkit.tokenizers.subword import BOS_ID, EOS_ID, PAD_ID, SubwordTokenizer  # noqa: E402
 from attnkit.training.losses import smoothed_cross_entropy  # noqa: E402
 
 DATA = ROOT / ".." / "shared" / "data" / "multi30k"
@@ -100,32 +100,83 @@ def marian_like(c: TransformerConfig):  # noqa: ANN201
     return MarianMTModel(mc).eval()
 
 
+_MARIAN_NAMES = {"self_attn_norm": "self_attn_layer_norm", "cross_attn": "encoder_attn",
+                 "cross_attn_norm": "encoder_attn_layer_norm", "ffn": None, "ffn_norm": "final_layer_norm"}
+
+
 @torch.no_grad()
-def decode_ours(model: Transformer, src_ids: list[list[int]], beam: int, new_tokens: int, batch: int) -> float:
+def marian_from(model: Transformer):  # noqa: ANN201
+    """A MarianMTModel holding ``model``'s weights (post-norm, tied embeddings, sinusoidal positions), checked
+    to give the same logits."""
+    marian = marian_like(model.config)
+    state = {}
+    for side in ("encoder", "decoder"):
+        for i, layer in enumerate(getattr(model, side)):
+            for name, t in layer.state_dict().items():
+                head, rest = name.split(".", 1)
+                head = _MARIAN_NAMES.get(head, head)
+                state[f"model.{side}.layers.{i}.{rest if head is None else head + '.' + rest}"] = t
+    emb = model.src_embed.tokens.weight
+    for name in ("model.shared.weight", "model.encoder.embed_tokens.weight", "model.decoder.embed_tokens.weight",
+                 "lm_head.weight"):
+        state[name] = emb
+    marian.load_state_dict(state, strict=False)
+    for side in (marian.model.encoder, marian.model.decoder):  # attnkit interleaves sin/cos columns
+        side.embed_positions.weight.copy_(model.src_embed.position_table[: side.embed_positions.weight.shape[0]])
+    src = torch.tensor([[5, 6, 7, 8, 9], [10, 11, 12, 0, 0]])
+    tgt = torch.tensor([[BOS_ID, 13, 14], [BOS_ID, 15, 16]])
+    theirs = marian(input_ids=src, attention_mask=(src != PAD_ID).long(), decoder_input_ids=tgt).logits
+    diff = float((theirs - model(src, tgt)).abs().max())
+    assert diff < 1e-3, f"Marian copy differs from attnkit by {diff}"
+    return marian
+
+
+def _budget(src: Tensor, new_tokens: int | None, max_len: int) -> int:
+    """Fixed length, or as attnkit's Translator: up to 50 tokens more than the source."""
+    return new_tokens if new_tokens else min(max_len - 1, src.shape[1] + 50)
+
+
+@torch.no_grad()
+def decode_ours(model: Transformer, batches: list[Tensor], beam: int, new_tokens: int | None,
+                eos: bool) -> tuple[float, list[Tensor]]:
+    """Sentences/s and the outputs [B, T] of each batch (EOS disabled when not ``eos``)."""
+    outs = []
     start = time.perf_counter()
-    for idx in sorted_batches([len(s) for s in src_ids], 10**9, max_batch=batch):
-        src = pad_sequences([src_ids[i] for i in idx], PAD_ID)
-        bos = torch.full((len(idx), 1), BOS_ID)
-        session = model.start_decoding(src, new_tokens + 1)
+    for src in batches:
+        n = _budget(src, new_tokens, model.config.max_len)
+        bos = torch.full((src.shape[0], 1), BOS_ID)
+        session = model.start_decoding(src, n + 1)
         if beam == 1:
-            out = generate(session, bos, GenerationConfig(new_tokens, stop_tokens=(), pad_id=PAD_ID))
+            out = generate(session, bos, GenerationConfig(n, stop_tokens=(EOS_ID,) if eos else (), pad_id=PAD_ID))
         else:
-            out = beam_search(session, bos, BeamConfig(beam, 1.0, new_tokens, eos_id=-1, pad_id=PAD_ID)).tokens
-        assert out.shape[1] == new_tokens
-    return len(src_ids) / (time.perf_counter() - start)
+            cfg = BeamConfig(beam, 1.0, n, eos_id=EOS_ID if eos else -1, pad_id=PAD_ID)
+            out = beam_search(session, bos, cfg).tokens
+        outs.append(out)
+    return sum(len(b) for b in batches) / (time.perf_counter() - start), outs
 
 
 @torch.no_grad()
-def decode_marian(model, src_ids: list[list[int]], beam: int, new_tokens: int, batch: int) -> float:  # noqa: ANN001
+def decode_marian(model, batches: list[Tensor], beam: int, new_tokens: int | None,  # noqa: ANN001
+                  eos: bool) -> tuple[float, list[Tensor]]:
+    """The same through ``generate``; with ``eos``, beam search stops a sentence once it has K finished
+    hypotheses (``early_stopping=True``, attnkit's rule)."""
+    outs = []
     start = time.perf_counter()
-    for idx in sorted_batches([len(s) for s in src_ids], 10**9, max_batch=batch):
-        src = pad_sequences([src_ids[i] for i in idx], PAD_ID)
+    for src in batches:
+        n = _budget(src, new_tokens, model.config.max_position_embeddings)
+        stop = dict(eos_token_id=EOS_ID) if eos else dict(eos_token_id=None, min_new_tokens=n)
+        if beam > 1:
+            stop["early_stopping"] = eos
         out = model.generate(input_ids=src, attention_mask=(src != PAD_ID).long(), num_beams=beam,
-                             do_sample=False, max_new_tokens=new_tokens, min_new_tokens=new_tokens,
-                             eos_token_id=None, forced_eos_token_id=None, early_stopping=False,
-                             length_penalty=1.0, use_cache=True)
-        assert out.shape[1] == new_tokens + 1  # decoder start token + new tokens
-    return len(src_ids) / (time.perf_counter() - start)
+                             do_sample=False, max_new_tokens=n, forced_eos_token_id=None, length_penalty=1.0,
+                             use_cache=True, **stop)
+        outs.append(out[:, 1:])  # without the decoder start token
+    return sum(len(b) for b in batches) / (time.perf_counter() - start), outs
+
+
+def _sentences(outs: list[Tensor]) -> list[list[int]]:
+    rows = [r for out in outs for r in out.tolist()]
+    return [r[: r.index(EOS_ID)] if EOS_ID in r else [t for t in r if t != PAD_ID] for r in rows]
 
 
 def main() -> None:
@@ -142,41 +193,70 @@ def main() -> None:
     p.add_argument("--new-tokens", type=int, default=24)
     p.add_argument("--batch", type=int, default=64, help="sentences per decoding batch")
     p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--parts", default="train,greedy,beam5", help="comma-separated subset of train,greedy,beam5")
+    p.add_argument("--run", help="decode with this translation run's weights (in both models) and stop at EOS")
     p.add_argument("--json", help="write the results here")
     args = p.parse_args()
     torch.manual_seed(0)
     train = read_parallel(args.data, "train", "de", "en")
     test = read_parallel(args.data, "test_2016_flickr", "de", "en")
-    tok = SubwordTokenizer.train(train.src + train.tgt, args.vocab_size)
-    cfg = TransformerConfig(src_vocab_size=tok.vocab_size, tgt_vocab_size=tok.vocab_size, d_model=args.d_model,
-                            num_heads=args.heads, d_ff=args.d_ff, num_encoder_layers=args.layers,
-                            num_decoder_layers=args.layers, dropout=0.1)
+    if args.run:  # the trained model, its tokenizer and shapes
+        translator = load_run(args.run)
+        tok, trained = translator.src_tok, translator.model.eval()
+        cfg = TransformerConfig(**{**trained.config.to_dict(), "dropout": 0.1})
+    else:
+        tok = SubwordTokenizer.train(train.src + train.tgt, args.vocab_size)
+        cfg = TransformerConfig(src_vocab_size=tok.vocab_size, tgt_vocab_size=tok.vocab_size,
+                                d_model=args.d_model, num_heads=args.heads, d_ff=args.d_ff,
+                                num_encoder_layers=args.layers, num_decoder_layers=args.layers, dropout=0.1)
     src_ids, tgt_ids = tok.encode_batch(train.src), tok.encode_batch(train.tgt)
     lengths = [max(len(s), len(t) + 1) for s, t in zip(src_ids, tgt_ids, strict=True)]
     batches = [make_batch(src_ids, tgt_ids, b) for b in token_batches(lengths, args.max_tokens, 0, 0)]
     ours, peer = Transformer(cfg), TorchTransformer(cfg)
     res: dict = {"shape": vars(args), "threads": torch.get_num_threads(), "torch": torch.__version__}
-    best = {"ours": 0.0, "torch": 0.0}
-    for _ in range(args.repeats):
-        best["ours"] = max(best["ours"], train_speed(ours, batches, args.train_steps))
-        best["torch"] = max(best["torch"], train_speed(peer, batches, args.train_steps))
-    res["train_tokens_per_s"] = {**best, "ratio": best["ours"] / best["torch"]}
-    print(f"training tokens/s: attnkit {best['ours']:.0f}  torch.nn.Transformer {best['torch']:.0f}  "
-          f"ratio {best['ours'] / best['torch']:.2f} (target >= 1.0)", flush=True)
+    if "train" in args.parts:
+        runs: dict[str, list[float]] = {"ours": [], "torch": []}
+        for r in range(args.repeats):
+            runs["ours"].append(train_speed(ours, batches, args.train_steps))
+            runs["torch"].append(train_speed(peer, batches, args.train_steps))
+            print(f"  training repeat {r}: attnkit {runs['ours'][-1]:.0f}  torch {runs['torch'][-1]:.0f}  "
+                  f"ratio {runs['ours'][-1] / runs['torch'][-1]:.3f}", flush=True)
+        best = {k: max(v) for k, v in runs.items()}
+        res["train_tokens_per_s"] = {**best, "ratio": best["ours"] / best["torch"], "runs": runs}
+        print(f"training tokens/s (best of {args.repeats}): attnkit {best['ours']:.0f}  torch.nn.Transformer "
+              f"{best['torch']:.0f}  ratio {best['ours'] / best['torch']:.3f} (target >= 1.0)", flush=True)
 
-    cfg_eval = TransformerConfig(**{**cfg.to_dict(), "dropout": 0.0})
-    ours = Transformer(cfg_eval).eval()
-    marian = marian_like(cfg_eval)
+    # Decoding: attnkit and Marian hold the same weights (random, or the run's), so their outputs can be
+    # compared; both get the same batches of test sentences, sorted by source length.
+    ours = trained if args.run else Transformer(TransformerConfig(**{**cfg.to_dict(), "dropout": 0.0})).eval()
+    marian = marian_from(ours)
     test_ids = [s[: cfg.max_len] for s in tok.encode_batch(test.src[: args.sentences])]
-    res["decode_sentences_per_s"] = {}
+    test_ids = [s for s in test_ids if s]
+    dec_batches = [pad_sequences([test_ids[i] for i in idx], PAD_ID)
+                   for idx in sorted_batches([len(s) for s in test_ids], 10**9, max_batch=args.batch)]
+    eos = bool(args.run)  # random weights: EOS disabled, every sentence decodes exactly --new-tokens tokens
+    new_tokens = None if args.run else args.new_tokens
+    res["decode_sentences_per_s"] = {"eos": eos, "new_tokens": new_tokens}
     for name, beam in (("greedy", 1), ("beam5", 5)):
-        b = {"ours": 0.0, "marian": 0.0}
+        if name not in args.parts:
+            continue
+        runs = {"ours": [], "marian": []}
+        decode_ours(ours, dec_batches[:1], beam, new_tokens, eos)  # warm-up (first-call costs)
+        decode_marian(marian, dec_batches[:1], beam, new_tokens, eos)
         for _ in range(args.repeats):
-            b["ours"] = max(b["ours"], decode_ours(ours, test_ids, beam, args.new_tokens, args.batch))
-            b["marian"] = max(b["marian"], decode_marian(marian, test_ids, beam, args.new_tokens, args.batch))
-        res["decode_sentences_per_s"][name] = {**b, "ratio": b["ours"] / b["marian"]}
-        print(f"decoding {name:>6} sentences/s: attnkit {b['ours']:.1f}  HF MarianMTModel generate "
-              f"{b['marian']:.1f}  ratio {b['ours'] / b['marian']:.2f} (target >= 1.5)", flush=True)
+            speed, ours_out = decode_ours(ours, dec_batches, beam, new_tokens, eos)
+            runs["ours"].append(speed)
+            speed, marian_out = decode_marian(marian, dec_batches, beam, new_tokens, eos)
+            runs["marian"].append(speed)
+        b = {k: max(v) for k, v in runs.items()}
+        a, m = _sentences(ours_out), _sentences(marian_out)
+        same = sum(x == y for x, y in zip(a, m, strict=True)) / len(a)
+        res["decode_sentences_per_s"][name] = {**b, "ratio": b["ours"] / b["marian"], "runs": runs,
+                                               "same_output": same, "mean_tokens": sum(map(len, a)) / len(a)}
+        print(f"decoding {name:>6} sentences/s (best of {args.repeats}): attnkit {b['ours']:.1f}  HF MarianMTModel "
+              f"generate {b['marian']:.1f}  ratio {b['ours'] / b['marian']:.2f} (target >= 1.5); "
+              f"identical outputs {same:.1%}, mean length {res['decode_sentences_per_s'][name]['mean_tokens']:.1f}",
+              flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=2) + "\n")
 
