@@ -30,21 +30,26 @@ def weight_bytes(model: GPT) -> int:
     return sum(m.weight.numel() * m.weight.element_size() for m in mats)
 
 
-def weight_stream_seconds(model: GPT, batch: int, repeats: int = 5) -> float:
-    """Seconds to read every weight a decoding step must read, once: the chain of plain ``F.linear``
-    products of each layer (q, k, v, out, fc1, fc2) and the output projection, on [batch, 768] inputs,
-    with the model's own fp32 weights (~500 MB for GPT-2 124M, far larger than the caches). No attention,
-    no LayerNorm, no Python beyond the loop: a lower bound on the time of one decoding step."""
-    layers = [(a.q_proj.weight, a.k_proj.weight, a.v_proj.weight, a.out_proj.weight, f.fc1.weight, f.fc2.weight)
+def weight_stream_seconds(model: GPT, batch: int, packed: bool, repeats: int = 5) -> float:
+    """Seconds to read every weight a decoding step must read, once: the chain of the products of each
+    layer (q, k, v, out, fc1, fc2) and the output projection on [batch, 768] inputs with the model's own
+    fp32 weights (~500 MB for GPT-2 124M, far larger than the caches). ``packed=False``: plain
+    ``F.linear`` on the [out, in] weights (what HF's lm_head and a plain nn.Linear read);
+    ``packed=True``: attnkit's ``GemvLinear`` modules themselves (the [in, out] layout where it is faster).
+    No attention, no LayerNorm: a lower bound on the time of one decoding step with that layout."""
+    layers = [(a.q_proj, a.k_proj, a.v_proj, a.out_proj, f.fc1, f.fc2)
               for a, f in ((layer.self_attn, layer.ffn) for layer in model.layers)]
     x = torch.randn(batch, model.config.n_embd)
 
+    def lin(m: torch.nn.Linear, h: torch.Tensor) -> torch.Tensor:
+        return m(h) if packed else F.linear(h, m.weight, m.bias)
+
     def once() -> None:
         h = x
-        for wq, wk, wv, wo, w1, w2 in layers:
-            F.linear(h, wq), F.linear(h, wk), F.linear(h, wv), F.linear(h, wo)
-            h = F.linear(F.linear(h, w1), w2)
-        F.linear(h, model.lm_head.weight)
+        for q, k, v, o, f1, f2 in layers:
+            lin(q, h), lin(k, h), lin(v, h), lin(o, h)
+            h = lin(f2, lin(f1, h))
+        lin(model.lm_head, h)
 
     with torch.inference_mode():
         once()
@@ -90,7 +95,8 @@ def main() -> None:
             return out[:, args.prompt_len :]
 
         same = torch.equal(run_ours(), run_hf())  # also the warm-up
-        stream = weight_stream_seconds(ours, b)
+        stream = weight_stream_seconds(ours, b, packed=False)
+        stream_packed = weight_stream_seconds(ours, b, packed=True)
         n_bytes = weight_bytes(ours)
         for _ in range(args.repeats):
             for name, fn in (("attnkit", run_ours), ("hf", run_hf)):
@@ -101,13 +107,15 @@ def main() -> None:
         row = {"batch": b, "attnkit_tok_s": tps["attnkit"], "hf_tok_s": tps["hf"],
                "ratio": tps["attnkit"] / tps["hf"], "same_tokens": same, "threads": torch.get_num_threads(),
                "weight_read_ms": stream * 1e3, "weight_mb": n_bytes / 1e6, "bound_tok_s": b / stream,
-               "gb_per_s": n_bytes / stream / 1e9}
+               "gb_per_s": n_bytes / stream / 1e9, "packed_read_ms": stream_packed * 1e3,
+               "packed_bound_tok_s": b / stream_packed}
         results.append(row)
         print(f"batch {b}: attnkit {tps['attnkit']:.1f} tok/s   HF generate {tps['hf']:.1f} tok/s   "
               f"ratio {row['ratio']:.2f}x   identical tokens: {same}   | reading the {n_bytes / 1e6:.0f} MB of "
               f"weights once (F.linear chain): {stream * 1e3:.1f} ms = {row['gb_per_s']:.1f} GB/s -> bound "
               f"{row['bound_tok_s']:.1f} tok/s (attnkit at {tps['attnkit'] / row['bound_tok_s']:.0%}, HF at "
-              f"{tps['hf'] / row['bound_tok_s']:.0%} of it; {torch.get_num_threads()} threads)", flush=True)
+              f"{tps['hf'] / row['bound_tok_s']:.0%} of it); with attnkit's [in, out] layout: {stream_packed * 1e3:.1f} "
+              f"ms -> bound {b / stream_packed:.1f} tok/s; {torch.get_num_threads()} threads", flush=True)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=2)

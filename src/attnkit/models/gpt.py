@@ -22,6 +22,7 @@ from attnkit.attention.cache import KVCache
 from attnkit.attention.masks import padding_mask
 from attnkit.layers.blocks import LayerCache, TransformerLayer
 from attnkit.layers.embeddings import Embeddings
+from attnkit.layers.linear import use_gemv_linears
 from attnkit.models.config_io import JsonConfig
 
 CONFIG_FILE = "gpt_config.json"
@@ -110,6 +111,8 @@ class GPT(nn.Module):
         self.lm_head = nn.Linear(c.n_embd, c.vocab_size, bias=False)
         if c.tie_embeddings:
             self.lm_head.weight = self.embed.tokens.weight
+        # Same parameters; one-token decoding steps read the weights in the faster [in, out] layout.
+        use_gemv_linears(self)
         self._init_weights()
 
     def _init_weights(self) -> None:

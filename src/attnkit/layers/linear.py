@@ -1,0 +1,65 @@
+"""A Linear layer with a decoding-time weight layout for one-row products on the CPU.
+
+Decoding one token at a time multiplies a single row by every weight matrix, so a step is bound by the
+speed of reading the weights from memory. MKL's matrix-vector product reads a matrix faster when its long
+dimension is contiguous: ``x @ W_t`` with ``W_t = weight.T`` stored [in, out] (as GPT-2's Conv1D keeps it)
+streams a wide matrix at about 18-26 GB/s on this project's CPU, ``F.linear(x, weight)`` with the usual
+[out, in] storage at about 13-14 GB/s (``docs/gpt.md``). :class:`GemvLinear` keeps its parameters exactly as
+``nn.Linear`` (same state dict, same training path) and, for a one-row input without autograd, multiplies
+by a cached contiguous copy of ``weight.T`` when ``out_features >= in_features`` (where that layout is
+the faster one). The copy costs the weight's memory again; it is made on first use, refreshed when the
+weight changes (in-place update or replacement) and dropped by ``release()``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+class GemvLinear(nn.Linear):
+    """``nn.Linear`` (x [..., in] -> [..., out]) whose one-row, no-grad CPU products use a cached
+    [in, out] copy of the weight. ``packing = False`` turns the copy off (and ``release`` frees it)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.packing = True
+        self._packed: Tensor | None = None
+        self._packed_key: tuple[int, int] | None = None
+
+    @classmethod
+    def like(cls, lin: nn.Linear) -> GemvLinear:
+        """A GemvLinear sharing ``lin``'s parameters (ties to other modules are kept)."""
+        new = cls(lin.in_features, lin.out_features, bias=lin.bias is not None, device="meta")
+        new.weight = lin.weight
+        new.bias = lin.bias
+        return new
+
+    def release(self) -> None:
+        self._packed, self._packed_key = None, None
+
+    def _weight_t(self) -> Tensor:
+        w = self.weight
+        key = (w.data_ptr(), w._version)
+        if self._packed is None or self._packed_key != key:
+            with torch.no_grad():
+                self._packed = w.detach().t().contiguous()  # (in, out)
+            self._packed_key = key
+        return self._packed
+
+    def forward(self, x: Tensor) -> Tensor:
+        if (self.packing and x.numel() == self.in_features and self.out_features >= self.in_features
+                and x.device.type == "cpu" and not torch.is_grad_enabled()):
+            row = x.reshape(1, self.in_features)
+            out = row @ self._weight_t() if self.bias is None else torch.addmm(self.bias, row, self._weight_t())
+            return out.view(*x.shape[:-1], self.out_features)
+        return F.linear(x, self.weight, self.bias)
+
+
+def use_gemv_linears(module: nn.Module) -> None:
+    """Replace every plain ``nn.Linear`` inside ``module`` by a :class:`GemvLinear` sharing its parameters."""
+    for parent in list(module.modules()):
+        for name, child in list(parent.named_children()):
+            if type(child) is nn.Linear:
+                setattr(parent, name, GemvLinear.like(child))
