@@ -115,7 +115,8 @@ def main() -> None:
               f"weights once (F.linear chain): {stream * 1e3:.1f} ms = {row['gb_per_s']:.1f} GB/s -> bound "
               f"{row['bound_tok_s']:.1f} tok/s (attnkit at {tps['attnkit'] / row['bound_tok_s']:.0%}, HF at "
               f"{tps['hf'] / row['bound_tok_s']:.0%} of it); with attnkit's [in, out] layout: "
-              f"{stream_packed * 1e3:.1f} ms -> bound {b / stream_packed:.1f} tok/s; {torch.get_num_threads()} threads", flush=True)
+              f"{stream_packed * 1e3:.1f} ms -> bound {b / stream_packed:.1f} tok/s; "
+              f"{torch.get_num_threads()} threads", flush=True)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=2)
