@@ -8,6 +8,7 @@ from torch import nn
 
 from attnkit.decoding import GenerationConfig, generate
 from attnkit.models.transformer import Transformer, TransformerConfig
+from attnkit.training.losses import smoothed_cross_entropy
 
 
 def _copy_mha(ours, theirs: nn.MultiheadAttention) -> None:
@@ -159,3 +160,18 @@ def test_config_json_roundtrip(tmp_path) -> None:
     cfg.save(tmp_path / "config.json")
     assert TransformerConfig.load(tmp_path / "config.json") == cfg
     assert cfg.final_norm is True
+
+
+def test_loss_sum_equals_loss_of_full_logits_and_its_gradients() -> None:
+    torch.manual_seed(4)
+    model = Transformer(TransformerConfig.tiny(src_vocab_size=40, tgt_vocab_size=40))
+    src, tgt = _batch(40, b=3, s=7, t=6)
+    tgt_in, tgt_out = tgt, torch.roll(tgt, -1, 1)
+    tgt_out[1, 3:] = 0  # padding targets: not projected by loss_sum
+    ours = model.loss_sum(src, tgt_in, tgt_out, smoothing=0.1)
+    (g_ours,) = torch.autograd.grad(ours.total, model.output.weight)
+    ref = smoothed_cross_entropy(model(src, tgt_in), tgt_out, smoothing=0.1, ignore_index=0)
+    (g_ref,) = torch.autograd.grad(ref.total, model.output.weight)
+    assert int(ours.count) == int(ref.count) == int((tgt_out != 0).sum())
+    torch.testing.assert_close(ours.total, ref.total, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(g_ours, g_ref, rtol=1e-5, atol=1e-6)

@@ -42,7 +42,6 @@ class BeamOutput(NamedTuple):
     scores: Tensor  # [B] its length-normalised log-probability
 
 
-@torch.no_grad()
 def beam_search(session: DecoderSession, prompt: Tensor, cfg: BeamConfig) -> BeamOutput:
     """Decode ``prompt`` [B, T0] (e.g. BOS per sentence) with beam search; the session holds batch B and is
     expanded to B*K rows here (``reorder``).
@@ -51,6 +50,12 @@ def beam_search(session: DecoderSession, prompt: Tensor, cfg: BeamConfig) -> Bea
     the K rows; a new hypothesis stays in its parent's row when it can (so a ``reorder`` copies only the
     rows whose parent changed); the rows of the sentences that are done leave the session (once they are a
     few)."""
+    with torch.inference_mode():  # cheaper per operation than no_grad
+        out = _beam_search(session, prompt, cfg)
+    return BeamOutput(out.tokens.clone(), out.scores.clone())  # ordinary tensors, usable in autograd
+
+
+def _beam_search(session: DecoderSession, prompt: Tensor, cfg: BeamConfig) -> BeamOutput:
     if prompt.dim() != 2 or prompt.shape[1] == 0:
         raise ValueError(f"prompt must be [B, T0] with T0 >= 1, got {tuple(prompt.shape)}")
     b, k, device = prompt.shape[0], cfg.beam_size, prompt.device

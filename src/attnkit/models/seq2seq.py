@@ -115,7 +115,9 @@ class TranslationTask:
         return int((batch.tgt_out != PAD_ID).sum())
 
     def loss(self, model: nn.Module, batch: Batch):  # noqa: ANN201
-        if hasattr(model, "loss_sum"):  # a model with its own loss (the RNN's hard attention adds REINFORCE)
+        # A model with its own loss: the Transformer projects only the real target positions; the RNN's hard
+        # attention adds REINFORCE.
+        if hasattr(model, "loss_sum"):
             return model.loss_sum(batch.src, batch.tgt_in, batch.tgt_out, smoothing=self.smoothing)
         logits = model(batch.src, batch.tgt_in)
         return smoothed_cross_entropy(logits, batch.tgt_out, smoothing=self.smoothing, ignore_index=PAD_ID)

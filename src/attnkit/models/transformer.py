@@ -23,6 +23,7 @@ from attnkit.attention.cache import KVCache
 from attnkit.attention.masks import padding_mask
 from attnkit.layers import Embeddings, LayerCache, TransformerLayer
 from attnkit.models.config_io import JsonConfig
+from attnkit.training.losses import LossSum, smoothed_cross_entropy
 
 PRESETS = ("base", "big", "small", "tiny")
 
@@ -175,6 +176,17 @@ class Transformer(nn.Module):
         src_mask = self.source_mask(src)
         memory = self.encode(src, src_mask)
         return self.output(self.decode(tgt, memory, src_mask).hidden)
+
+    def loss_sum(self, src: Tensor, tgt_in: Tensor, tgt_out: Tensor, *, smoothing: float = 0.0) -> LossSum:
+        """Training loss: label-smoothed cross-entropy summed over the targets tgt_out [B, T] that are not
+        padding, with their count (the shared loop's convention). Equals ``smoothed_cross_entropy(forward(src,
+        tgt_in), tgt_out, ignore_index=pad_id)``, but the output projection and the loss, the largest products
+        of a step, are computed only at the real target positions, not at the padding."""
+        src_mask = self.source_mask(src)
+        hidden = self.decode(tgt_in, self.encode(src, src_mask), src_mask).hidden  # (B, T, E)
+        keep = tgt_out != self.config.pad_id  # (B, T)
+        return smoothed_cross_entropy(self.output(hidden[keep]), tgt_out[keep], smoothing=smoothing,
+                                      ignore_index=None)  # (N, V) logits of the N real targets
 
     def start_decoding(self, src: Tensor, max_len: int | None = None) -> TransformerSession:
         """Encode ``src`` [B, S] once and return a DecoderSession for up to ``max_len`` target tokens."""
