@@ -154,38 +154,18 @@ def test_training_on_gpu_resumes_exactly_and_bf16_is_close(tmp_path) -> None:
 
 
 def test_every_training_command_trains_and_evaluates_on_the_device(tmp_path) -> None:
-    """translate / lm / mlm / classify train with --device and an evaluation at every step (the evaluation
-    code moves its batches to the model's device)."""
+    """translate / lm (char, BPE) / mlm / classify train with --device and an evaluation at every step (the
+    evaluation code moves its batches to the model's device)."""
     import sys
     from pathlib import Path
 
     sys.path.insert(0, str(Path(__file__).parent / "cli"))
-    from _runs import _sentences, _train
+    from _runs import train_tiny_runs
 
-    from attnkit.data.dates import dates_corpus
     from attnkit.training.metrics import read_metrics
 
-    dev = ["--device", CUDA.type, "--quiet", "--eval-every", "1", "--steps", "2"]
-    data = tmp_path / "parallel"
-    data.mkdir()
-    for split, n, seed in (("train", 60, 0), ("val", 4, 1)):
-        c = dates_corpus(n, seed=seed)
-        (data / f"{split}.words").write_text("".join(s + "\n" for s in c.src))
-        (data / f"{split}.iso").write_text("".join(s + "\n" for s in c.tgt))
-    text = tmp_path / "text.txt"
-    text.write_text("".join(s + ".\n" for s in _sentences(60)), encoding="utf-8")
-    tsv = tmp_path / "labels.tsv"
-    tsv.write_text("".join(f"{'pos' if i % 2 else 'neg'}\t{s}\n" for i, s in enumerate(_sentences(20, 1))))
-    runs = {name: tmp_path / name for name in ("translate", "lm", "mlm", "classify")}
-    _train(["translate", "train", "--data", str(data), "--src", "words", "--tgt", "iso", "--out",
-            str(runs["translate"]), "--preset", "tiny", "--vocab-size", "80", "--max-tokens", "256", "--max-len",
-            "32", "--val-bleu-n", "2", *dev])
-    _train(["lm", "train", "--text", str(text), "--out", str(runs["lm"]), "--tokenizer", "char", "--preset", "tiny",
-            "--block-size", "16", "--batch-size", "2", *dev])
-    _train(["mlm", "train", "--text", str(text), "--out", str(runs["mlm"]), "--preset", "tiny", "--vocab-size", "50",
-            "--max-tokens", "128", *dev])
-    _train(["classify", "train", "--data", str(tsv), "--init", str(runs["mlm"]), "--out", str(runs["classify"]),
-            "--batch-size", "4", "--max-length", "32", *dev])
+    runs = train_tiny_runs(tmp_path, ["--device", CUDA.type, "--eval-every", "1"])
+    assert set(runs) == {"translate", "lm", "lm_bpe", "mlm", "classify"}
     for name, run in runs.items():
         evals = [r for r in read_metrics(run) if r["kind"] == "eval"]
         assert [r["step"] for r in evals] == [1, 2], name

@@ -8,6 +8,7 @@ import contextlib
 import importlib.util
 import io
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -57,7 +58,13 @@ def _train(argv: list[str]) -> None:
 
 
 def make_runs(tmp: Path) -> dict[str, Path]:
-    """Train the tiny runs under ``tmp``; {name: run directory}."""
+    """Train the tiny runs under ``tmp``; {name: run directory}, plus the real all-MiniLM-L6-v2 folder."""
+    return {**train_tiny_runs(tmp), "minilm": minilm_dir()}
+
+
+def train_tiny_runs(tmp: Path, extra: Sequence[str] = ()) -> dict[str, Path]:
+    """Train a translation, two GPT (char, byte-BPE), a BERT masked-LM and a classifier run under ``tmp``
+    (a few steps each); ``extra`` flags go to every training command (e.g. ``--device cuda``)."""
     data = tmp / "parallel"
     data.mkdir()
     for split, n, seed in (("train", 60, 0), ("val", 4, 1)):
@@ -67,17 +74,17 @@ def make_runs(tmp: Path) -> dict[str, Path]:
     runs = {name: tmp / name for name in ("translate", "lm", "lm_bpe", "mlm", "classify")}
     _train(["translate", "train", "--data", str(data), "--src", "words", "--tgt", "iso", "--out",
             str(runs["translate"]), "--preset", "tiny", "--vocab-size", "80", "--max-tokens", "256", "--max-len",
-            "32", "--steps", "2", "--val-bleu-n", "2", *QUIET])
+            "32", "--steps", "2", "--val-bleu-n", "2", *QUIET, *extra])
     text = tmp / "text.txt"
     text.write_text("".join(s + ".\n" for s in _sentences(60)), encoding="utf-8")
-    lm = ["--preset", "tiny", "--block-size", "16", "--batch-size", "2", "--steps", "2", *QUIET]
+    lm = ["--preset", "tiny", "--block-size", "16", "--batch-size", "2", "--steps", "2", *QUIET, *extra]
     _train(["lm", "train", "--text", str(text), "--out", str(runs["lm"]), "--tokenizer", "char", *lm])
     _train(["lm", "train", "--text", str(text), "--out", str(runs["lm_bpe"]), "--tokenizer", "bpe", "--bpe-vocab",
             "300", *lm])
     _train(["mlm", "train", "--text", str(text), "--out", str(runs["mlm"]), "--preset", "tiny", "--vocab-size", "50",
-            "--max-tokens", "128", "--steps", "2", *QUIET])
+            "--max-tokens", "128", "--steps", "2", *QUIET, *extra])
     tsv = tmp / "labels.tsv"
     tsv.write_text("".join(f"{'pos' if i % 2 else 'neg'}\t{s}\n" for i, s in enumerate(_sentences(20, 1))))
     _train(["classify", "train", "--data", str(tsv), "--init", str(runs["mlm"]), "--out", str(runs["classify"]),
-            "--steps", "2", "--batch-size", "4", "--max-length", "32", *QUIET])
-    return {**runs, "minilm": minilm_dir()}
+            "--steps", "2", "--batch-size", "4", "--max-length", "32", *QUIET, *extra])
+    return runs
