@@ -52,12 +52,17 @@ def weight_stream_seconds(model: GPT, batch: int, packed: bool, repeats: int = 5
         lin(model.lm_head, h)
 
     with torch.inference_mode():
-        once()
-        best = float("inf")
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            once()
-            best = min(best, time.perf_counter() - t0)
+        return best_time(once, repeats)
+
+
+def best_time(fn, repeats: int = 5) -> float:
+    """Seconds of the fastest of ``repeats`` calls of ``fn`` (after one untimed warm-up call)."""
+    fn()
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
     return best
 
 

@@ -23,18 +23,11 @@ import transformers
 from attnkit.evaluation.perplexity import evaluate_lm
 from attnkit.models.gpt import GPT, GPTConfig
 from attnkit.training.checkpoint import load_model_weights
+from gpt_generate import best_time as _best  # bench/ is on sys.path when run as a script
 
 V, T, B = 65, 64, 12
 
 
-def _best(fn, n: int = 5) -> float:
-    fn()
-    best = float("inf")
-    for _ in range(n):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
 
 
 def peak() -> None:
