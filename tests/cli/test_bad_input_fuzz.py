@@ -160,17 +160,24 @@ def test_mlm_train_any_file(runs, tmp_path_factory, data: bytes) -> None:
         assert out.startswith(b"step 1")
 
 
-@FUZZ
-@given(lines)
-def test_classify_run_one_line_per_line(runs, ls: list[str]) -> None:
-    code, out, err = run_cli(["classify", "run", str(runs["classify"])], "".join(s + "\n" for s in ls).encode())
+def _rows_per_line(argv: list[str], ls: list[str]) -> list[str] | None:
+    """Run ``attnkit argv`` with ``ls`` on stdin: None for no lines (checked: exit 2, "no input lines"),
+    else its output rows, checked to be exactly one per input line."""
+    code, out, err = run_cli(argv, "".join(s + "\n" for s in ls).encode())
     if not ls:
         assert code == 2 and "no input lines" in err
-        return
+        return None
     assert check(code, err)
     rows = out.decode("utf-8").split("\n")
     assert rows[-1] == "" and len(rows) - 1 == len(ls)
-    for row in rows[:-1]:
+    return rows[:-1]
+
+
+@FUZZ
+@given(lines)
+def test_classify_run_one_line_per_line(runs, ls: list[str]) -> None:
+    rows = _rows_per_line(["classify", "run", str(runs["classify"])], ls)
+    for row in rows or []:
         label, prob = row.split("\t")
         assert label in ("neg", "pos") and 0.5 <= float(prob) <= 1.0
 
@@ -196,15 +203,10 @@ def test_classify_eval_and_train_any_tsv(runs, tmp_path_factory, data: bytes) ->
 @FUZZ
 @given(lines)
 def test_embed_one_vector_per_line(runs, ls: list[str]) -> None:
-    code, out, err = run_cli(["embed", "--model", str(runs["minilm"]), "--format", "jsonl", "--max-length", "64"],
-                             "".join(s + "\n" for s in ls).encode())
-    if not ls:
-        assert code == 2 and "no input lines" in err
+    rows = _rows_per_line(["embed", "--model", str(runs["minilm"]), "--format", "jsonl", "--max-length", "64"], ls)
+    if rows is None:
         return
-    assert check(code, err)
-    rows = out.decode("utf-8").split("\n")
-    assert rows[-1] == "" and len(rows) - 1 == len(ls)
-    vecs = np.array([json.loads(r) for r in rows[:-1]])
+    vecs = np.array([json.loads(r) for r in rows])
     np.testing.assert_allclose(np.linalg.norm(vecs, axis=1), 1.0, atol=1e-4)
 
 
