@@ -16,7 +16,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from attnkit.decoding.generate import _DROP_EVERY, DecoderSession, last_logits
+from attnkit.decoding.generate import DecoderSession, last_logits, worth_dropping
 
 
 @dataclass
@@ -91,7 +91,7 @@ def _beam_search(session: DecoderSession, prompt: Tensor, cfg: BeamConfig) -> Be
             _finish_alive(finished, done, active, scores, history, k, cfg)
             break
         alive = ~done[active]
-        if int((~alive).sum()) * _DROP_EVERY >= a:  # drop the rows of the sentences that are done
+        if worth_dropping(int((~alive).sum()), a):  # drop the rows of the sentences that are done
             groups = alive.nonzero().squeeze(1)
             keep = (groups.unsqueeze(1) * k + torch.arange(k)).view(-1).to(device)
             active, scores, rows, token, history = (active[groups], scores[groups.to(device)], rows[keep],

@@ -9,8 +9,14 @@ from typing import Protocol
 import torch
 from torch import Tensor
 
-# Greedy decoding drops stopped rows from the session when they are at least 1/_DROP_EVERY of its rows.
+# Greedy and beam search drop finished rows from the session once they are at least 1/_DROP_EVERY of its
+# rows (each drop copies the caches of every row left, so dropping at every finished row costs more).
 _DROP_EVERY = 8
+
+
+def worth_dropping(finished: int, rows: int) -> bool:
+    """Whether ``finished`` of the session's ``rows`` rows are enough to drop them now."""
+    return finished * _DROP_EVERY >= rows
 
 
 class DecoderSession(Protocol):
@@ -114,7 +120,7 @@ def _generate(session: DecoderSession, prompt: Tensor, cfg: GenerationConfig) ->
             # Greedy decoding drops the stopped rows from the session once they are a few (their steps are
             # wasted work; dropping copies the others' caches). Sampling keeps them, so that a seed draws the
             # same random numbers whatever stops when.
-            if cfg.temperature == 0.0 and int(done.sum()) * _DROP_EVERY >= done.numel():
+            if cfg.temperature == 0.0 and worth_dropping(int(done.sum()), done.numel()):
                 keep = (~done).nonzero().squeeze(1)
                 session.reorder(keep)
                 rows, token, done = rows[keep], token[keep], done[keep]
