@@ -10,7 +10,8 @@
    projection only at real target positions); the peer projects every position, as usual.
 2. Decoding: sentences/s on Multi30k test_2016_flickr of attnkit (KV-cached greedy and beam 5) vs Hugging
    Face ``MarianMTModel.generate`` (greedy, beam 5) holding the same weights (copied from attnkit's model,
-   logits checked). Both get the same batches (``--batch`` sentences, sorted by source length).
+   logits checked). Both get the same batches (``--batch`` sentences, sorted by source length; a list such
+   as ``--batch 1,8,64`` measures each batch size in turn).
    ``--run RUN``: the run's trained weights and tokenizer, EOS on (Marian's beam search with
    ``early_stopping=True``, attnkit's rule: a sentence is done with K finished hypotheses), at most 50
    tokens more than the source; the printout says how many outputs are identical on both sides.
@@ -30,7 +31,13 @@ import sys
 import time
 from pathlib import Path
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# Idle OpenMP threads sleep (PASSIVE) unless the caller says otherwise: on a shared machine, spinning threads
+# steal the other jobs' cores. OMP_WAIT_POLICY=default runs with the OpenMP runtime's own policy (what a user
+# gets: threads spin briefly before sleeping), which makes small operations much cheaper.
+if os.environ.get("OMP_WAIT_POLICY", "").lower() == "default":
+    del os.environ["OMP_WAIT_POLICY"]
+else:
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import torch  # noqa: E402
 from torch import Tensor, nn  # noqa: E402
@@ -190,6 +197,28 @@ def _sentences(outs: list[Tensor]) -> list[list[int]]:
     return [r[: r.index(EOS_ID)] if EOS_ID in r else [t for t in r if t != PAD_ID] for r in rows]
 
 
+def compare_decoding(ours: Transformer, marian, batches: list[Tensor], beam: int,  # noqa: ANN001
+                     new_tokens: int | None, eos: bool, repeats: int, batch: int) -> dict:
+    """Sentences/s of both sides over ``batches`` (alternating, best of ``repeats``), printed and returned."""
+    runs: dict[str, list[float]] = {"ours": [], "marian": []}
+    decode_ours(ours, batches[:1], beam, new_tokens, eos)  # warm-up (first-call costs)
+    decode_marian(marian, batches[:1], beam, new_tokens, eos)
+    for _ in range(repeats):
+        speed, ours_out = decode_ours(ours, batches, beam, new_tokens, eos)
+        runs["ours"].append(speed)
+        speed, marian_out = decode_marian(marian, batches, beam, new_tokens, eos)
+        runs["marian"].append(speed)
+    b = {k: max(v) for k, v in runs.items()}
+    a, m = _sentences(ours_out), _sentences(marian_out)
+    same = sum(x == y for x, y in zip(a, m, strict=True)) / len(a)
+    mean_tokens = sum(map(len, a)) / len(a)
+    name = "greedy" if beam == 1 else f"beam{beam}"
+    print(f"decoding {name:>6} batch {batch:>3} sentences/s (best of {repeats}): attnkit {b['ours']:.1f}  HF "
+          f"MarianMTModel generate {b['marian']:.1f}  ratio {b['ours'] / b['marian']:.2f} (target >= 1.5); "
+          f"identical outputs {same:.1%}, mean length {mean_tokens:.1f}", flush=True)
+    return {**b, "ratio": b["ours"] / b["marian"], "runs": runs, "same_output": same, "mean_tokens": mean_tokens}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", default=str(DATA))
@@ -202,7 +231,7 @@ def main() -> None:
     p.add_argument("--train-steps", type=int, default=15)
     p.add_argument("--sentences", type=int, default=1000, help="test sentences decoded")
     p.add_argument("--new-tokens", type=int, default=24)
-    p.add_argument("--batch", type=int, default=64, help="sentences per decoding batch")
+    p.add_argument("--batch", default="64", help="sentences per decoding batch, or a comma-separated list")
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--parts", default="train,greedy,beam5", help="comma-separated subset of train,greedy,beam5")
     p.add_argument("--run", help="decode with this translation run's weights (in both models) and stop at EOS")
@@ -243,31 +272,16 @@ def main() -> None:
     marian = marian_from(ours)
     test_ids = [s[: cfg.max_len] for s in tok.encode_batch(test.src[: args.sentences])]
     test_ids = [s for s in test_ids if s]
-    dec_batches = [pad_sequences([test_ids[i] for i in idx], PAD_ID)
-                   for idx in sorted_batches([len(s) for s in test_ids], 10**9, max_batch=args.batch)]
     eos = bool(args.run)  # random weights: EOS disabled, every sentence decodes exactly --new-tokens tokens
     new_tokens = None if args.run else args.new_tokens
-    res["decode_sentences_per_s"] = {"eos": eos, "new_tokens": new_tokens}
-    for name, beam in (("greedy", 1), ("beam5", 5)):
-        if name not in args.parts:
-            continue
-        runs = {"ours": [], "marian": []}
-        decode_ours(ours, dec_batches[:1], beam, new_tokens, eos)  # warm-up (first-call costs)
-        decode_marian(marian, dec_batches[:1], beam, new_tokens, eos)
-        for _ in range(args.repeats):
-            speed, ours_out = decode_ours(ours, dec_batches, beam, new_tokens, eos)
-            runs["ours"].append(speed)
-            speed, marian_out = decode_marian(marian, dec_batches, beam, new_tokens, eos)
-            runs["marian"].append(speed)
-        b = {k: max(v) for k, v in runs.items()}
-        a, m = _sentences(ours_out), _sentences(marian_out)
-        same = sum(x == y for x, y in zip(a, m, strict=True)) / len(a)
-        res["decode_sentences_per_s"][name] = {**b, "ratio": b["ours"] / b["marian"], "runs": runs,
-                                               "same_output": same, "mean_tokens": sum(map(len, a)) / len(a)}
-        print(f"decoding {name:>6} sentences/s (best of {args.repeats}): attnkit {b['ours']:.1f}  HF MarianMTModel "
-              f"generate {b['marian']:.1f}  ratio {b['ours'] / b['marian']:.2f} (target >= 1.5); "
-              f"identical outputs {same:.1%}, mean length {res['decode_sentences_per_s'][name]['mean_tokens']:.1f}",
-              flush=True)
+    res["decode_sentences_per_s"] = {"eos": eos, "new_tokens": new_tokens,
+                                     "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "default")}
+    for batch in (int(b) for b in args.batch.split(",")):
+        dec_batches = [pad_sequences([test_ids[i] for i in idx], PAD_ID)
+                       for idx in sorted_batches([len(s) for s in test_ids], 10**9, max_batch=batch)]
+        res["decode_sentences_per_s"][f"batch{batch}"] = {
+            name: compare_decoding(ours, marian, dec_batches, beam, new_tokens, eos, args.repeats, batch)
+            for name, beam in (("greedy", 1), ("beam5", 5)) if name in args.parts}
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=2) + "\n")
 

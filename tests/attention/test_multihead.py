@@ -233,3 +233,21 @@ def test_one_query_step_matches_torch_and_zeroes_a_fully_masked_row():
     out = mha(q, mem, mask=padding_mask(keep)).output
     torch.testing.assert_close(out[1, 0], mha.out_proj.bias)
     assert torch.isfinite(out).all()
+
+
+def test_inference_reuses_stacked_weights_and_follows_optimizer_steps() -> None:
+    """Without autograd, the stacked q/k/v weights are cached; an optimizer step must invalidate them."""
+    torch.manual_seed(0)
+    mha = MultiHeadAttention(16, 4)
+    x, mem = torch.randn(2, 40, 16), torch.randn(2, 40, 16)  # 80 tokens: the stacked path
+    opt = torch.optim.SGD(mha.parameters(), lr=0.5)
+    for _ in range(2):
+        with torch.no_grad():
+            cached_self, cached_cross = mha(x).output, mha(x, mem).output
+        fresh_self, fresh_cross = mha(x).output, mha(x, mem).output  # autograd on: stacked in the graph
+        torch.testing.assert_close(cached_self, fresh_self.detach(), rtol=0, atol=0)
+        torch.testing.assert_close(cached_cross, fresh_cross.detach(), rtol=0, atol=0)
+        (fresh_self.sum() + fresh_cross.sum()).backward()
+        opt.step()
+        opt.zero_grad()
+    assert mha._stacks["qkv_w"].value is not None and mha._stacks["kv_w"].value is not None

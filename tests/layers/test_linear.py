@@ -18,7 +18,7 @@ def test_one_row_uses_the_packed_copy_and_equals_nn_linear() -> None:
         x = torch.randn(1, 1, 16)
         with torch.inference_mode():
             got = lin(x)
-        assert lin._packed is not None and lin._packed.shape == (16, 48)
+        assert lin._packed.value is not None and lin._packed.value.shape == (16, 48)
         torch.testing.assert_close(got, ref(x).detach(), atol=1e-6, rtol=1e-6)
         assert got.shape == (1, 1, 48)
 
@@ -31,21 +31,21 @@ def test_packed_copy_follows_weight_updates_and_release() -> None:
         ref.weight.mul_(2.0)  # the same Parameter: an in-place update (as an optimizer step)
         torch.testing.assert_close(lin(x), ref(x), atol=1e-6, rtol=1e-6)
     lin.release()
-    assert lin._packed is None
+    assert lin._packed.value is None
 
 
 def test_training_and_many_rows_take_the_plain_path() -> None:
     ref, lin = _pair(True)
     x = torch.randn(1, 16)
     lin(x).sum().backward()  # autograd on: no packed copy, gradients reach the shared parameters
-    assert lin._packed is None and ref.weight.grad is not None
+    assert lin._packed.value is None and ref.weight.grad is not None
     with torch.no_grad():
         lin(torch.randn(5, 16))
-    assert lin._packed is None
+    assert lin._packed.value is None
     narrow = GemvLinear(48, 16)  # out < in: the [out, in] layout is the faster one
     with torch.no_grad():
         narrow(torch.randn(1, 48))
-    assert narrow._packed is None
+    assert narrow._packed.value is None
 
 
 def test_use_gemv_linears_keeps_parameters_and_ties() -> None:

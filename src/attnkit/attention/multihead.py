@@ -22,10 +22,15 @@ from torch import Tensor, nn
 
 from attnkit.attention.cache import KVCache
 from attnkit.attention.masks import causal_mask, check_mask, masked_softmax
+from attnkit.derived import DerivedTensor
 
 # Stacking the q/k/v weights copies 3 E^2 numbers: worth it for a large product (training, prompts), not for
 # a decoding step of a few tokens, which reads every weight once either way and would read them three times.
 _STACK_MIN_TOKENS = 64
+
+
+def _concat(*parts: Tensor) -> Tensor:
+    return torch.cat(parts)
 
 
 class AttentionOutput(NamedTuple):
@@ -63,6 +68,9 @@ class MultiHeadAttention(nn.Module):
         self.k_proj = nn.Linear(self.kdim, embed_dim, bias=bias)
         self.v_proj = nn.Linear(self.vdim, embed_dim, bias=bias)
         self.out_proj = nn.Linear(embed_dim, embed_dim, bias=bias)
+        # Inference reuses the stacked q/k/v and k/v weights of ``_stacked`` (a copy per decoding step costs
+        # as much as the step's products); training stacks them in the graph, so gradients reach each one.
+        self._stacks = {n: DerivedTensor(_concat) for n in ("qkv_w", "qkv_b", "kv_w", "kv_b")}
 
     def _split(self, x: Tensor) -> Tensor:
         b, t, _ = x.shape
@@ -86,8 +94,15 @@ class MultiHeadAttention(nn.Module):
         """Several projections of the same x in one matrix product (their weights stacked), which is
         faster than one product each for many tokens; the parameters stay separate.
         x [B, T, E] -> len(projections) x [B, H, T, Dh]."""
-        weight = torch.cat([p.weight for p in projections])
-        bias = None if projections[0].bias is None else torch.cat([p.bias for p in projections])
+        weights = [p.weight for p in projections]
+        biases = None if projections[0].bias is None else [p.bias for p in projections]
+        if torch.is_grad_enabled():
+            weight = torch.cat(weights)
+            bias = None if biases is None else torch.cat(biases)
+        else:
+            name = "qkv" if len(projections) == 3 else "kv"
+            weight = self._stacks[name + "_w"].get(weights)
+            bias = None if biases is None else self._stacks[name + "_b"].get(biases)
         parts = F.linear(x, weight, bias).chunk(len(projections), dim=-1)  # (B, T, E) each
         return tuple(self._split(part) for part in parts)
 

@@ -17,6 +17,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from attnkit.derived import DerivedTensor
+
+
+def _transposed(weight: Tensor) -> Tensor:
+    return weight.t().contiguous()
+
 
 class GemvLinear(nn.Linear):
     """``nn.Linear`` (x [..., in] -> [..., out]) whose one-row, no-grad CPU products use a cached
@@ -25,8 +31,7 @@ class GemvLinear(nn.Linear):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.packing = True
-        self._packed: Tensor | None = None
-        self._packed_key: tuple[int, int] | None = None
+        self._packed = DerivedTensor(_transposed)  # (in, out)
 
     @classmethod
     def like(cls, lin: nn.Linear) -> GemvLinear:
@@ -37,16 +42,10 @@ class GemvLinear(nn.Linear):
         return new
 
     def release(self) -> None:
-        self._packed, self._packed_key = None, None
+        self._packed.release()
 
     def _weight_t(self) -> Tensor:
-        w = self.weight
-        key = (w.data_ptr(), w._version)
-        if self._packed is None or self._packed_key != key:
-            with torch.no_grad():
-                self._packed = w.detach().t().contiguous()  # (in, out)
-            self._packed_key = key
-        return self._packed
+        return self._packed.get((self.weight,))
 
     def forward(self, x: Tensor) -> Tensor:
         if (self.packing and x.numel() == self.in_features and self.out_features >= self.in_features

@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from attnkit.attention.cache import KVCache
 from attnkit.attention.masks import padding_mask
 from attnkit.layers import Embeddings, LayerCache, TransformerLayer
+from attnkit.layers.linear import use_gemv_linears
 from attnkit.models.config_io import JsonConfig
 from attnkit.training.losses import LossSum, smoothed_cross_entropy
 
@@ -115,6 +116,8 @@ class Transformer(nn.Module):
         self.output = nn.Linear(c.d_model, c.tgt_vocab_size, bias=False)
         if c.tie_output:
             self.output.weight = self.tgt_embed.tokens.weight
+        # Same parameters; one-sentence greedy decoding reads the weights in the faster [in, out] layout.
+        use_gemv_linears(self)
         self._init_weights()
 
     def _embeddings(self, vocab: int) -> Embeddings:
