@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 
 import torch
 import torch.nn.functional as F
 import transformers
 
+from _timing import best_time, interleaved, timed  # bench/ is on sys.path when run as a script
 from attnkit.decoding.generate import GenerationConfig, generate
 from attnkit.models.gpt import GPT, GPTConfig
 from attnkit.models.hf.gpt2 import config_to_hf, state_to_hf
@@ -55,17 +55,6 @@ def weight_stream_seconds(model: GPT, batch: int, packed: bool, repeats: int = 5
         return best_time(once, repeats)
 
 
-def best_time(fn, repeats: int = 5) -> float:
-    """Seconds of the fastest of ``repeats`` calls of ``fn`` (after one untimed warm-up call)."""
-    fn()
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeats", type=int, default=3)
@@ -87,7 +76,6 @@ def main() -> None:
     results = []
     for b in args.batches:
         prompt = torch.randint(0, ours.config.vocab_size, (b, args.prompt_len))
-        times = {"attnkit": [], "hf": []}
 
         def run_ours(prompt: torch.Tensor = prompt) -> torch.Tensor:
             return generate(ours.session(max_len=args.prompt_len + n_new), prompt, cfg)
@@ -103,11 +91,7 @@ def main() -> None:
         stream = weight_stream_seconds(ours, b, packed=False)
         stream_packed = weight_stream_seconds(ours, b, packed=True)
         n_bytes = weight_bytes(ours)
-        for _ in range(args.repeats):
-            for name, fn in (("attnkit", run_ours), ("hf", run_hf)):
-                t0 = time.perf_counter()
-                fn()
-                times[name].append(time.perf_counter() - t0)
+        times = interleaved({"attnkit": timed(run_ours), "hf": timed(run_hf)}, args.repeats)
         tps = {k: b * n_new / min(v) for k, v in times.items()}
         row = {"batch": b, "attnkit_tok_s": tps["attnkit"], "hf_tok_s": tps["hf"],
                "ratio": tps["attnkit"] / tps["hf"], "same_tokens": same, "threads": torch.get_num_threads(),

@@ -20,10 +20,10 @@ import torch
 import torch.nn.functional as F
 import transformers
 
+from _timing import best_time as _best  # bench/ is on sys.path when run as a script
 from attnkit.evaluation.perplexity import evaluate_lm
 from attnkit.models.gpt import GPT, GPTConfig
 from attnkit.training.checkpoint import load_model_weights
-from gpt_generate import best_time as _best  # bench/ is on sys.path when run as a script
 
 V, T, B = 65, 64, 12
 

@@ -18,12 +18,14 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 import transformers
 
+from _timing import interleaved  # bench/ is on sys.path when run as a script
 from attnkit.cli.main import main as attnkit_main
 from attnkit.data.text import RandomBlocks, read_text
 from attnkit.models.gpt import GPT, GPTConfig
@@ -98,13 +100,16 @@ def speed(args: argparse.Namespace) -> dict:
     for step in runners.values():  # warm-up (and compilation)
         for i in range(args.warmup):
             step(*blocks[i])
-    seconds = dict.fromkeys(runners, 0.0)
-    for r in range(args.rounds):
-        for name, step in runners.items():
+    def round_seconds(step: Callable[..., None]) -> Callable[[int], float]:
+        def run(r: int) -> float:  # seconds of round r's args.steps steps
             t0 = time.perf_counter()
             for i in range(args.steps):
                 step(*blocks[(r * args.steps + i) % len(blocks)])
-            seconds[name] += time.perf_counter() - t0
+            return time.perf_counter() - t0
+        return run
+
+    rounds = interleaved({name: round_seconds(step) for name, step in runners.items()}, args.rounds)
+    seconds = {name: sum(times) for name, times in rounds.items()}
     tokens = args.rounds * args.steps * b * t
     tps = {k: tokens / s for k, s in seconds.items()}
     ratios = {k: {h: tps[k] / tps[h] for h in tps if h.startswith("hf")} for k in tps if not k.startswith("hf")}

@@ -27,6 +27,7 @@ import argparse
 import json
 import math
 import os
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -41,6 +42,8 @@ else:
 
 import torch  # noqa: E402
 from torch import Tensor, nn  # noqa: E402
+
+from _timing import interleaved  # noqa: E402  (bench/ is on sys.path when run as a script)
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
@@ -200,23 +203,24 @@ def _sentences(outs: list[Tensor]) -> list[list[int]]:
 def compare_decoding(ours: Transformer, marian, batches: list[Tensor], beam: int,  # noqa: ANN001
                      new_tokens: int | None, eos: bool, repeats: int, batch: int) -> dict:
     """Sentences/s of both sides over ``batches`` (alternating, best of ``repeats``), printed and returned."""
-    runs: dict[str, list[float]] = {"ours": [], "marian": []}
     decode_ours(ours, batches[:1], beam, new_tokens, eos)  # warm-up (first-call costs)
     decode_marian(marian, batches[:1], beam, new_tokens, eos)
-    for _ in range(repeats):
-        speed, ours_out = decode_ours(ours, batches, beam, new_tokens, eos)
-        runs["ours"].append(speed)
-        speed, marian_out = decode_marian(marian, batches, beam, new_tokens, eos)
-        runs["marian"].append(speed)
+    done = interleaved({"ours": lambda r: decode_ours(ours, batches, beam, new_tokens, eos),
+                        "marian": lambda r: decode_marian(marian, batches, beam, new_tokens, eos)}, repeats)
+    runs = {k: [speed for speed, _ in v] for k, v in done.items()}
     b = {k: max(v) for k, v in runs.items()}
-    a, m = _sentences(ours_out), _sentences(marian_out)
+    a, m = _sentences(done["ours"][-1][1]), _sentences(done["marian"][-1][1])
     same = sum(x == y for x, y in zip(a, m, strict=True)) / len(a)
     mean_tokens = sum(map(len, a)) / len(a)
+    pairs = sorted(o / m for o, m in zip(runs["ours"], runs["marian"], strict=True))  # one per repeat
+    median = statistics.median(pairs)
     name = "greedy" if beam == 1 else f"beam{beam}"
     print(f"decoding {name:>6} batch {batch:>3} sentences/s (best of {repeats}): attnkit {b['ours']:.1f}  HF "
-          f"MarianMTModel generate {b['marian']:.1f}  ratio {b['ours'] / b['marian']:.2f} (target >= 1.5); "
-          f"identical outputs {same:.1%}, mean length {mean_tokens:.1f}", flush=True)
-    return {**b, "ratio": b["ours"] / b["marian"], "runs": runs, "same_output": same, "mean_tokens": mean_tokens}
+          f"MarianMTModel generate {b['marian']:.1f}  ratio {b['ours'] / b['marian']:.2f}, per repeat "
+          f"{', '.join(f'{r:.2f}' for r in pairs)} (median {median:.2f}; target >= 1.5); identical outputs "
+          f"{same:.1%}, mean length {mean_tokens:.1f}", flush=True)
+    return {**b, "ratio": b["ours"] / b["marian"], "repeat_ratios": pairs, "median_ratio": median, "runs": runs,
+            "same_output": same, "mean_tokens": mean_tokens}
 
 
 def main() -> None:
@@ -255,12 +259,10 @@ def main() -> None:
     ours, peer = Transformer(cfg), TorchTransformer(cfg)
     res: dict = {"shape": vars(args), "threads": torch.get_num_threads(), "torch": torch.__version__}
     if "train" in args.parts:
-        runs: dict[str, list[float]] = {"ours": [], "torch": []}
-        for r in range(args.repeats):
-            runs["ours"].append(train_speed(ours, batches, args.train_steps))
-            runs["torch"].append(train_speed(peer, batches, args.train_steps))
-            print(f"  training repeat {r}: attnkit {runs['ours'][-1]:.0f}  torch {runs['torch'][-1]:.0f}  "
-                  f"ratio {runs['ours'][-1] / runs['torch'][-1]:.3f}", flush=True)
+        runs = interleaved({"ours": lambda r: train_speed(ours, batches, args.train_steps),
+                            "torch": lambda r: train_speed(peer, batches, args.train_steps)}, args.repeats)
+        for r, (a, t) in enumerate(zip(runs["ours"], runs["torch"], strict=True)):
+            print(f"  training repeat {r}: attnkit {a:.0f}  torch {t:.0f}  ratio {a / t:.3f}", flush=True)
         best = {k: max(v) for k, v in runs.items()}
         res["train_tokens_per_s"] = {**best, "ratio": best["ours"] / best["torch"], "runs": runs}
         print(f"training tokens/s (best of {args.repeats}): attnkit {best['ours']:.0f}  torch.nn.Transformer "

@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from attnkit.decoding import GenerationConfig, generate
+from attnkit.layers.linear import GemvLinear
 from attnkit.models.transformer import Transformer, TransformerConfig
 from attnkit.training.losses import smoothed_cross_entropy
 
@@ -128,13 +129,14 @@ def test_padding_does_not_change_encoding() -> None:
         torch.testing.assert_close(model.encode(src), model.encode(padded)[:, :4], atol=1e-6, rtol=1e-6)
 
 
-@pytest.mark.parametrize("positions", ["sinusoidal", "learned"])
-def test_cached_decoding_equals_uncached(positions: str) -> None:
+@pytest.mark.parametrize("positions, b", [("sinusoidal", 3), ("learned", 3), ("sinusoidal", 1)])
+def test_cached_decoding_equals_uncached(positions: str, b: int) -> None:
+    """b = 1: every decoding product has one row, read through GemvLinear's [in, out] weight copies."""
     torch.manual_seed(3)
     cfg = TransformerConfig.tiny(src_vocab_size=40, tgt_vocab_size=40, positions=positions, max_len=32)
     model = Transformer(cfg).eval()
-    src, _ = _batch(40, b=3, s=6)
-    bos = torch.full((3, 1), cfg.bos_id)
+    src = _batch(40, b=3, s=6)[0][:b]
+    bos = torch.full((b, 1), cfg.bos_id)
     cached = generate(model.start_decoding(src), bos, GenerationConfig(max_new_tokens=12))
     # Uncached: re-run the whole prefix through forward at every step.
     seq = bos
@@ -142,6 +144,8 @@ def test_cached_decoding_equals_uncached(positions: str) -> None:
         nxt = model(src, seq)[:, -1].argmax(-1, keepdim=True)
         seq = torch.cat([seq, nxt], 1)
     assert torch.equal(cached, seq[:, 1:])
+    packed = [m for m in model.modules() if isinstance(m, GemvLinear) and m._packed.value is not None]
+    assert bool(packed) == (b == 1)  # the one-row path was taken (and only for one sentence)
 
 
 def test_tied_and_untied_embeddings() -> None:

@@ -29,8 +29,8 @@ class KVCache:
         t = k.shape[2]
         if self.k is None:
             b, h, _, dh = k.shape
-            self.k = k.new_zeros(b, h, self.max_len, dh)
-            self.v = v.new_zeros(b, h, self.max_len, v.shape[-1])
+            self.k = k.new_empty(b, h, self.max_len, dh)  # positions >= length are never read
+            self.v = v.new_empty(b, h, self.max_len, v.shape[-1])
         assert self.v is not None
         if k.shape[0] != self.k.shape[0]:
             raise ValueError(f"KVCache holds batch {self.k.shape[0]}, got keys {tuple(k.shape)}")

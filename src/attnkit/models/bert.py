@@ -21,8 +21,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from attnkit.attention.masks import padding_mask
+from attnkit.config_io import JsonConfig
 from attnkit.layers import Embeddings, TransformerLayer
-from attnkit.models.config_io import JsonConfig
 
 CONFIG_FILE = "bert_config.json"
 
@@ -34,7 +34,7 @@ PRESETS = ("base", "large", "minilm", "small", "mini", "tiny")
 class BERTConfig(JsonConfig, family="BERT", presets=PRESETS, file_name=CONFIG_FILE, strict=True):
     """Shapes and regularisation of a BERT encoder, saved as ``CONFIG_FILE`` in a directory (``save`` and
     ``load`` take the directory; JSON I/O and ``preset(name)`` come from
-    :class:`~attnkit.models.config_io.JsonConfig`)."""
+    :class:`~attnkit.config_io.JsonConfig`)."""
 
     vocab_size: int = 30522  # V
     n_layers: int = 12

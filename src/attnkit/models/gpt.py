@@ -20,10 +20,10 @@ from torch import Tensor, nn
 
 from attnkit.attention.cache import KVCache
 from attnkit.attention.masks import padding_mask
+from attnkit.config_io import JsonConfig
 from attnkit.layers.blocks import LayerCache, TransformerLayer
 from attnkit.layers.embeddings import Embeddings
 from attnkit.layers.linear import use_gemv_linears
-from attnkit.models.config_io import JsonConfig
 
 CONFIG_FILE = "gpt_config.json"
 
@@ -36,7 +36,7 @@ class GPTConfig(JsonConfig, family="GPT", presets=PRESETS, strict=True):
     """Shapes and options of a GPT. ``block_size`` is the context length (number of learned positions);
     ``d_ff`` defaults to 4 * n_embd; ``tie_embeddings`` shares the token embedding with the output head;
     ``activation``: the MLP's GELU, "gelu_tanh" (GPT-2's "gelu_new") or "gelu" (exact, nanoGPT's nn.GELU).
-    JSON I/O and ``preset(name)`` come from :class:`~attnkit.models.config_io.JsonConfig`."""
+    JSON I/O and ``preset(name)`` come from :class:`~attnkit.config_io.JsonConfig`."""
 
     vocab_size: int = 50257
     block_size: int = 1024

@@ -35,7 +35,7 @@ from attnkit.attention import (
     SoftAttention,
     reinforce_loss,
 )
-from attnkit.models.config_io import JsonConfig
+from attnkit.config_io import JsonConfig
 from attnkit.training.losses import LossSum, smoothed_cross_entropy
 
 CELLS = ("gru", "lstm")
@@ -47,7 +47,7 @@ class RNNSeq2SeqConfig(JsonConfig, family="RNN", presets=("tiny", "small", "base
     """cell: "gru" | "lstm"; score: "additive" | "dot" | "scaled_dot" | "bilinear" | "hard" (hard
     attention with the ``hard_score`` scoring function); d_emb / d_hidden: embedding and state widths
     (the encoder's outputs, both directions together, are d_hidden wide); num_layers of each RNN. JSON I/O
-    and ``preset(name)`` come from :class:`~attnkit.models.config_io.JsonConfig`."""
+    and ``preset(name)`` come from :class:`~attnkit.config_io.JsonConfig`."""
 
     src_vocab_size: int = 8000
     tgt_vocab_size: int = 8000

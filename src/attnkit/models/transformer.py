@@ -21,9 +21,9 @@ from torch import Tensor, nn
 
 from attnkit.attention.cache import KVCache
 from attnkit.attention.masks import padding_mask
+from attnkit.config_io import JsonConfig
 from attnkit.layers import Embeddings, LayerCache, TransformerLayer
 from attnkit.layers.linear import use_gemv_linears
-from attnkit.models.config_io import JsonConfig
 from attnkit.training.losses import LossSum, smoothed_cross_entropy
 
 PRESETS = ("base", "big", "small", "tiny")
@@ -37,7 +37,7 @@ class TransformerConfig(JsonConfig, family="Transformer", presets=PRESETS):
     tie_output: the output projection is the target embedding matrix (the paper's weight sharing);
     final_norm: a LayerNorm after the last encoder and decoder layer (needed by pre-norm; default: on
     exactly when ``norm_first``); max_len: the largest position + 1 of source and target sequences.
-    JSON I/O and ``preset(name)`` come from :class:`~attnkit.models.config_io.JsonConfig`.
+    JSON I/O and ``preset(name)`` come from :class:`~attnkit.config_io.JsonConfig`.
     """
 
     src_vocab_size: int = 37000

@@ -9,11 +9,9 @@ commands accept the same flags with the same meaning.  A family chooses its own 
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import json
 from dataclasses import dataclass, field
-from pathlib import Path
 
+from attnkit.config_io import JsonConfig
 from attnkit.errors import InputError
 
 SCHEDULES = ("noam", "inverse_sqrt", "cosine", "linear", "constant")
@@ -21,7 +19,7 @@ PRECISIONS = ("fp32", "bf16", "fp16")
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(JsonConfig, family="training", presets=()):
     """Hyper-parameters of one training run (serialised as ``train_config.json`` in the run directory).
 
     ``max_steps`` counts optimizer updates.  One update consumes ``grad_accum`` micro-batches on each of
@@ -81,21 +79,7 @@ class TrainConfig:
                 raise InputError(message)
 
     def to_dict(self) -> dict:
-        d = dataclasses.asdict(self)
-        d["betas"] = list(self.betas)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> TrainConfig:
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
-
-    def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
-
-    @classmethod
-    def load(cls, path: str | Path) -> TrainConfig:
-        return cls.from_dict(json.loads(Path(path).read_text()))
+        return {**super().to_dict(), "betas": list(self.betas)}
 
 
 def _none_or_float(text: str) -> float | None:

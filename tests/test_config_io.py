@@ -1,5 +1,6 @@
-"""The shared JSON config I/O (attnkit.models.config_io) against files written by the per-family code it
-replaced: the texts below are what ``save`` wrote before (captured from commit dcb4314), so run
+"""The shared JSON config I/O (attnkit.config_io) against files written by the per-family code it
+replaced: the texts below are what ``save`` wrote before (captured from commit dcb4314; TrainConfig from
+9a52d06), so run
 directories from before the change still load, and new ones are written byte for byte the same."""
 
 import dataclasses
@@ -12,6 +13,7 @@ from attnkit.models.bert import BERTConfig
 from attnkit.models.gpt import GPTConfig
 from attnkit.models.rnn import RNNSeq2SeqConfig
 from attnkit.models.transformer import TransformerConfig
+from attnkit.training.config import TrainConfig
 
 OLD_TRANSFORMER = (
     '{\n  "src_vocab_size": 100,\n  "tgt_vocab_size": 100,\n  "d_model": 64,\n  "num_heads": 4,\n  "d_ff": 128,\n'
@@ -35,12 +37,21 @@ OLD_RNN = (
     '  "bidirectional": true,\n  "dropout": 0.0,\n  "pad_id": 0,\n  "bos_id": 1,\n  "eos_id": 2,\n'
     '  "reinforce_weight": 1.0,\n  "model_type": "rnn"\n}\n'
 )
+OLD_TRAIN = (
+    '{\n  "max_steps": 7,\n  "lr": 0.0003,\n  "warmup": 0,\n  "schedule": "constant",\n  "min_lr": 0.0,\n  "wei'
+    'ght_decay": 0.0,\n  "betas": [\n    0.9,\n    0.95\n  ],\n  "eps": 1e-09,\n  "clip_norm": null,\n  "grad_ac'
+    'cum": 1,\n  "precision": "fp32",\n  "device": "auto",\n  "compile": false,\n  "eval_every": 0,\n  "ckpt_e'
+    'very": 500,\n  "keep_last": 3,\n  "log_every": 10,\n  "seed": 0,\n  "time_limit_s": null,\n  "quiet": fal'
+    'se,\n  "extra": {\n    "src": "de",\n    "n": 2\n  }\n}\n'
+)
 CASES = [
     (TransformerConfig.tiny(src_vocab_size=100, tgt_vocab_size=100, norm_first=True), OLD_TRANSFORMER, "t.json"),
     # written before GPTConfig.activation existed (GELU-tanh then; the preset now uses exact GELU)
     (GPTConfig.preset("shakespeare-char", vocab_size=77, activation="gelu_tanh"), OLD_GPT, "g.json"),
     (BERTConfig.tiny(vocab_size=123), OLD_BERT, BERT_FILE),
     (RNNSeq2SeqConfig.tiny(score="hard", cell="lstm"), OLD_RNN, "r.json"),
+    (TrainConfig(max_steps=7, lr=3e-4, betas=(0.9, 0.95), clip_norm=None, extra={"src": "de", "n": 2}), OLD_TRAIN,
+     "train_config.json"),
 ]
 
 

@@ -1,4 +1,5 @@
-"""Model configurations as JSON: the one ``to_dict / from_dict / save / load / preset`` of every family.
+"""Configurations as JSON: the one ``to_dict / from_dict / save / load / preset`` of every model family
+and of the training configuration.
 
 A family's config is a typed dataclass that mixes in :class:`JsonConfig` and names, in the class header,
 its family (for messages) and its presets (the classmethods that build them)::
