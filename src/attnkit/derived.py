@@ -1,8 +1,7 @@
-"""Tensors derived from parameters (a transposed or stacked weight, a low-precision copy), cached for
-inference.
+"""Tensors derived from parameters (a transposed or a stacked weight), cached for inference.
 
 Decoding calls the same layers hundreds of times with unchanged weights; re-deriving a copy at every call
-(``torch.cat`` of the q/k/v weights, a transpose) costs as much as a small matrix product. A
+(``torch.cat`` of the q/k/v weights, a transpose) costs about as much as a small matrix product. A
 :class:`DerivedTensor` makes its copy on first use and makes it again only when a source tensor changed:
 replaced (another storage) or updated in place (an optimizer step, ``load_state_dict``, ``copy_``), which
 PyTorch records in the tensor's version counter. Sources created under ``torch.inference_mode`` have no
@@ -29,14 +28,15 @@ class DerivedTensor:
     def get(self, sources: Sequence[Tensor]) -> Tensor:
         """The derived tensor of ``sources`` (the cached one while none of them changed)."""
         if any(s.is_inference() for s in sources):  # no version counter: changes cannot be seen
-            with torch.no_grad():
-                return self.make(*(s.detach() for s in sources))
+            return self._make(sources)
         key = tuple((s.data_ptr(), s._version) for s in sources)
         if self.value is None or self._key != key:
-            with torch.no_grad():
-                self.value = self.make(*(s.detach() for s in sources))
-            self._key = key
+            self.value, self._key = self._make(sources), key
         return self.value
+
+    def _make(self, sources: Sequence[Tensor]) -> Tensor:
+        with torch.no_grad():
+            return self.make(*(s.detach() for s in sources))
 
     def release(self) -> None:
         """Free the cached copy (it is made again on the next ``get``)."""
