@@ -14,6 +14,7 @@ from torch import Tensor, nn
 
 from attnkit.attention.cache import KVCache
 from attnkit.attention.multihead import MultiHeadAttention
+from attnkit.layers.dropout import Dropout
 from attnkit.layers.feedforward import FeedForward
 
 
@@ -70,7 +71,7 @@ class TransformerLayer(nn.Module):
         self.cross_attn_norm = nn.LayerNorm(d_model, eps=eps, bias=bias) if cross_attention else None
         self.ffn = FeedForward(d_model, d_ff, activation, dropout, bias)
         self.ffn_norm = nn.LayerNorm(d_model, eps=eps, bias=bias)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     def _sublayer(self, x: Tensor, norm: nn.Module, fn) -> tuple[Tensor, Tensor | None]:
         """Residual + LayerNorm around ``fn`` (which returns (output, weights or None))."""

@@ -11,6 +11,8 @@ import math
 import torch
 from torch import Tensor, nn
 
+from attnkit.layers.dropout import Dropout
+
 
 def sinusoidal_table(max_len: int, d_model: int) -> Tensor:
     """PE[pos, 2i] = sin(pos / 10000^(2i/d)), PE[pos, 2i+1] = cos(...). Returns [max_len, d_model]."""
@@ -58,7 +60,7 @@ class Embeddings(nn.Module):
             self.register_buffer("position_table", sinusoidal_table(max_len, d_model), persistent=False)
         self.token_types = nn.Embedding(type_vocab_size, d_model) if type_vocab_size else None
         self.norm = nn.LayerNorm(d_model, eps=eps) if layer_norm else None
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     def forward(
         self, ids: Tensor, *, positions: Tensor | None = None, offset: int = 0,

@@ -23,6 +23,7 @@ from torch import Tensor, nn
 from attnkit.attention.masks import padding_mask
 from attnkit.config_io import JsonConfig
 from attnkit.layers import Embeddings, TransformerLayer
+from attnkit.layers.dropout import Dropout
 
 CONFIG_FILE = "bert_config.json"
 
@@ -216,7 +217,7 @@ class _ClassifierHead(nn.Module):
             raise ValueError(f"num_labels must be >= 1, got {num_labels}")
         self.config, self.num_labels = config, num_labels
         self.bert = BERT(config, pooler=self.pooler)
-        self.dropout = nn.Dropout(config.dropout)
+        self.dropout = Dropout(config.dropout)
         self.classifier = nn.Linear(config.d_model, num_labels)
         self.classifier.apply(_init_weights)
 

@@ -36,6 +36,7 @@ from attnkit.attention import (
     reinforce_loss,
 )
 from attnkit.config_io import JsonConfig
+from attnkit.layers.dropout import Dropout
 from attnkit.training.losses import LossSum, smoothed_cross_entropy
 
 CELLS = ("gru", "lstm")
@@ -149,7 +150,7 @@ class RNNSeq2Seq(nn.Module):
             self.attention = SoftAttention(make_score(cfg.score, cfg.d_hidden, cfg.d_hidden))
         self.combine = nn.Linear(2 * cfg.d_hidden, cfg.d_hidden)
         self.out = nn.Linear(cfg.d_hidden, cfg.tgt_vocab_size)
-        self.dropout = nn.Dropout(cfg.dropout)
+        self.dropout = Dropout(cfg.dropout)
 
     # -- encoder -------------------------------------------------------------------------------------
     def encode(self, src: Tensor) -> Memory:
