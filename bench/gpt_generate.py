@@ -78,7 +78,7 @@ def main() -> None:
         prompt = torch.randint(0, ours.config.vocab_size, (b, args.prompt_len))
 
         def run_ours(prompt: torch.Tensor = prompt) -> torch.Tensor:
-            return generate(ours.session(max_len=args.prompt_len + n_new), prompt, cfg)
+            return generate(ours.start_decoding(max_len=args.prompt_len + n_new), prompt, cfg)
 
         def run_hf(prompt: torch.Tensor = prompt) -> torch.Tensor:
             with torch.inference_mode():

@@ -5,7 +5,9 @@ batch 12, 2000 iterations, lr 1e-3 with 100 warm-up steps and cosine decay to 1e
 weight decay 0.1, clip 1.0, dropout 0, 90/10 split.
 
 1. Quality: ``attnkit lm train`` with that recipe; prints the validation loss (mean over the whole
-   validation split) after 2000 iterations and the wall time.
+   validation split) after 2000 iterations and the wall time, and asserts that the last in-process
+   evaluation equals ``attnkit lm eval RUN --split val`` of the saved model in a fresh process (within
+   1e-4; issue 13: stale derived weights once made the in-process figures wrong).
 2. Speed: the same training step (forward, cross-entropy, backward, clip, AdamW step) timed on attnkit's
    GPT and on ``transformers.GPT2LMHeadModel`` with the same shapes, batches and optimizer, alternating
    rounds in this one process; tokens/s = batch x context x steps / seconds.
@@ -17,6 +19,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -44,8 +48,14 @@ def quality(out: Path, extra: list[str]) -> dict:
     wall = time.perf_counter() - t0
     recs = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     evals = [r for r in recs if r["kind"] == "eval"]
-    return {"val_loss": evals[-1]["val_loss"], "step": evals[-1]["step"], "wall_s": wall,
-            "val_curve": [(r["step"], round(r["val_loss"], 4)) for r in evals]}
+    fresh = json.loads(subprocess.run(
+        [sys.executable, "-m", "attnkit", "lm", "eval", str(out), "--text", str(DATA), "--split", "val",
+         "--val-fraction", "0.1", "--json"], check=True, capture_output=True, text=True).stdout)
+    in_process = evals[-1]["val_loss"]
+    assert abs(fresh["loss"] - in_process) < 1e-4, (
+        f"in-process val loss {in_process:.6f} != `attnkit lm eval` of the saved model {fresh['loss']:.6f}")
+    return {"val_loss": in_process, "fresh_process_val_loss": fresh["loss"], "step": evals[-1]["step"],
+            "wall_s": wall, "val_curve": [(r["step"], round(r["val_loss"], 4)) for r in evals]}
 
 
 def _optimizer(model: torch.nn.Module, impl: str) -> torch.optim.Optimizer:
@@ -146,7 +156,8 @@ def main() -> None:
             raise SystemExit(f"{out} exists: remove it or pass another --out (a run there would resume)")
         result["quality"] = quality(out, args.quality_args)
         q = result["quality"]
-        print(f"val loss after {q['step']} iterations: {q['val_loss']:.4f} ({q['wall_s']:.0f} s); "
+        print(f"val loss after {q['step']} iterations: {q['val_loss']:.4f} (fresh process: "
+              f"{q['fresh_process_val_loss']:.4f}; {q['wall_s']:.0f} s); "
               f"curve {q['val_curve']}", flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")

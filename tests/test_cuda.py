@@ -95,8 +95,8 @@ def test_gpt_left_padded_generation_on_gpu_equals_cpu() -> None:
     ids, mask = left_pad([[5, 9, 3, 7, 1], [8, 2], [11, 4, 6]])
     _close(cpu(ids, mask), gpu(ids.to(CUDA), mask.to(CUDA)))
     gen = GenerationConfig(max_new_tokens=15, pad_id=0)
-    a = generate(cpu.session(prompt_mask=mask), ids, gen)
-    b = generate(gpu.session(prompt_mask=mask.to(CUDA)), ids.to(CUDA), gen)
+    a = generate(cpu.start_decoding(prompt_mask=mask), ids, gen)
+    b = generate(gpu.start_decoding(prompt_mask=mask.to(CUDA)), ids.to(CUDA), gen)
     assert torch.equal(a, b.cpu()) and len(set(a.flatten().tolist())) > 3
 
 

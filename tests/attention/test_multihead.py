@@ -5,6 +5,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 from attnkit.attention import KVCache, MultiHeadAttention, causal_mask, padding_mask
+from attnkit.derived import frozen_weights
 
 
 def _reference(mha: MultiHeadAttention) -> nn.MultiheadAttention:
@@ -170,7 +171,7 @@ def test_bad_input_raises_value_error_naming_the_problem(call, match):
 
 @pytest.mark.parametrize("b, t", [(1, 5), (4, 40)])  # below and above the stacked-projection threshold
 def test_both_projection_routes_match_torch(b, t):
-    from attnkit.attention.multihead import _STACK_MIN_TOKENS
+    from attnkit.attention.fast import STACK_MIN_TOKENS as _STACK_MIN_TOKENS
 
     assert (b * t >= _STACK_MIN_TOKENS) == (t == 40)
     mha = MultiHeadAttention(32, 4).eval()
@@ -236,18 +237,21 @@ def test_one_query_step_matches_torch_and_zeroes_a_fully_masked_row():
 
 
 def test_inference_reuses_stacked_weights_and_follows_optimizer_steps() -> None:
-    """Without autograd, the stacked q/k/v weights are cached; an optimizer step must invalidate them."""
+    """Without autograd inside a frozen-weights block, the stacked q/k/v weights are cached; an optimizer
+    step must invalidate them."""
     torch.manual_seed(0)
     mha = MultiHeadAttention(16, 4)
     x, mem = torch.randn(2, 40, 16), torch.randn(2, 40, 16)  # 80 tokens: the stacked path
     opt = torch.optim.SGD(mha.parameters(), lr=0.5)
-    for _ in range(2):
-        with torch.no_grad():
-            cached_self, cached_cross = mha(x).output, mha(x, mem).output
-        fresh_self, fresh_cross = mha(x).output, mha(x, mem).output  # autograd on: stacked in the graph
-        torch.testing.assert_close(cached_self, fresh_self.detach(), rtol=0, atol=0)
-        torch.testing.assert_close(cached_cross, fresh_cross.detach(), rtol=0, atol=0)
-        (fresh_self.sum() + fresh_cross.sum()).backward()
-        opt.step()
-        opt.zero_grad()
-    assert mha._stacks["qkv_w"].value is not None and mha._stacks["kv_w"].value is not None
+    with frozen_weights():
+        for _ in range(2):
+            with torch.no_grad():
+                cached_self, cached_cross = mha(x).output, mha(x, mem).output
+            assert mha._stacked.cached("qkv_w") is not None and mha._stacked.cached("kv_w") is not None
+            fresh_self, fresh_cross = mha(x).output, mha(x, mem).output  # autograd on: stacked in the graph
+            torch.testing.assert_close(cached_self, fresh_self.detach(), rtol=0, atol=0)
+            torch.testing.assert_close(cached_cross, fresh_cross.detach(), rtol=0, atol=0)
+            (fresh_self.sum() + fresh_cross.sum()).backward()
+            opt.step()
+            opt.zero_grad()
+            assert mha._stacked.cached("qkv_w") is None  # the step dropped the copies

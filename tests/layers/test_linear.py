@@ -3,6 +3,7 @@
 import torch
 from torch import nn
 
+from attnkit.derived import frozen_weights
 from attnkit.layers.linear import GemvLinear, use_gemv_linears
 
 
@@ -16,9 +17,9 @@ def test_one_row_uses_the_packed_copy_and_equals_nn_linear() -> None:
     for bias in (True, False):
         ref, lin = _pair(bias)
         x = torch.randn(1, 1, 16)
-        with torch.inference_mode():
+        with torch.inference_mode(), frozen_weights():
             got = lin(x)
-        assert lin._packed.value is not None and lin._packed.value.shape == (16, 48)
+            assert lin._packed.value is not None and lin._packed.value.shape == (16, 48)
         torch.testing.assert_close(got, ref(x).detach(), atol=1e-6, rtol=1e-6)
         assert got.shape == (1, 1, 48)
 
@@ -26,12 +27,15 @@ def test_one_row_uses_the_packed_copy_and_equals_nn_linear() -> None:
 def test_packed_copy_follows_weight_updates_and_release() -> None:
     ref, lin = _pair(True)
     x = torch.randn(1, 16)
-    with torch.no_grad():
+    with torch.no_grad(), frozen_weights():
         lin(x)
         ref.weight.mul_(2.0)  # the same Parameter: an in-place update (as an optimizer step)
         torch.testing.assert_close(lin(x), ref(x), atol=1e-6, rtol=1e-6)
-    lin.release()
-    assert lin._packed.value is None
+        lin.release()
+        assert lin._packed.value is None
+    with torch.no_grad():
+        lin(x)
+    assert lin._packed.value is None  # outside a frozen-weights block: F.linear, no copy
 
 
 def test_training_and_many_rows_take_the_plain_path() -> None:
@@ -39,13 +43,12 @@ def test_training_and_many_rows_take_the_plain_path() -> None:
     x = torch.randn(1, 16)
     lin(x).sum().backward()  # autograd on: no packed copy, gradients reach the shared parameters
     assert lin._packed.value is None and ref.weight.grad is not None
-    with torch.no_grad():
+    with torch.no_grad(), frozen_weights():
         lin(torch.randn(5, 16))
-    assert lin._packed.value is None
-    narrow = GemvLinear(48, 16)  # out < in: the [out, in] layout is the faster one
-    with torch.no_grad():
+        assert lin._packed.value is None
+        narrow = GemvLinear(48, 16)  # out < in: the [out, in] layout is the faster one
         narrow(torch.randn(1, 48))
-    assert narrow._packed.value is None
+        assert narrow._packed.value is None
 
 
 def test_use_gemv_linears_keeps_parameters_and_ties() -> None:

@@ -121,7 +121,7 @@ def test_forward_rejects_bad_shapes() -> None:
 def test_cached_generation_equals_recomputation(gen: GenerationConfig) -> None:
     model = tiny()
     prompt = torch.randint(0, 50, (3, 6))
-    cached = generate(model.session(), prompt, gen)
+    cached = generate(model.start_decoding(), prompt, gen)
     uncached = generate(RecomputeSession(model), prompt, gen)
     assert cached.shape == (3, 20)
     assert torch.equal(cached, uncached)
@@ -130,7 +130,7 @@ def test_cached_generation_equals_recomputation(gen: GenerationConfig) -> None:
 
 def test_cache_is_preallocated_once() -> None:
     model = tiny()
-    session = model.session(max_len=20)
+    session = model.start_decoding(max_len=20)
     session.step(torch.randint(0, 50, (2, 4)))
     buffers = [c.self_attn.k.data_ptr() for c in session.caches]
     for _ in range(10):
@@ -146,9 +146,9 @@ def test_left_padded_batch_generates_what_each_prompt_generates_alone() -> None:
     rows = [torch.randint(1, 50, (n,)).tolist() for n in (7, 3, 1, 5)]
     gen = GenerationConfig(max_new_tokens=15, stop_tokens=(7,), pad_id=0)
     ids, mask = left_pad(rows)
-    batched = generate(model.session(prompt_mask=mask), ids, gen)
+    batched = generate(model.start_decoding(prompt_mask=mask), ids, gen)
     for i, r in enumerate(rows):
-        alone = generate(model.session(), torch.tensor([r]), gen)[0]
+        alone = generate(model.start_decoding(), torch.tensor([r]), gen)[0]
         n = alone.shape[0]
         assert torch.equal(batched[i, :n], alone)
         assert (batched[i, n:] == 0).all()  # after its stop token a row emits pad
@@ -161,7 +161,7 @@ def test_generate_text_api_and_windowing() -> None:
     gen = GenerationConfig(max_new_tokens=12)
     out = generate_text(model, tok, ["abc", "h", "ghij"], gen)
     for prompt, got in zip(["abc", "h", "ghij"], out, strict=True):
-        alone = generate(model.session(), torch.tensor([tok.encode(prompt)]), gen)[0].tolist()
+        alone = generate(model.start_decoding(), torch.tensor([tok.encode(prompt)]), gen)[0].tolist()
         assert got == tok.decode(alone)
     # Past the context (32), generation continues in windows over the last half of the context.
     long = generate_text(model, tok, ["abc"], GenerationConfig(max_new_tokens=70), context=32)[0]
@@ -173,7 +173,7 @@ def test_generate_text_api_and_windowing() -> None:
 
 def test_generated_tokens_are_ordinary_tensors() -> None:
     model = tiny()
-    new = generate(model.session(), torch.randint(0, 50, (1, 3)), GenerationConfig(max_new_tokens=4))
+    new = generate(model.start_decoding(), torch.randint(0, 50, (1, 3)), GenerationConfig(max_new_tokens=4))
     model.train()
     model(new).sum().backward()  # inference tensors could not be saved for backward
     assert model.embed.tokens.weight.grad is not None

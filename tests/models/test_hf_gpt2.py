@@ -80,7 +80,7 @@ def test_greedy_generation_equals_hugging_face(pair) -> None:
     prompt = torch.randint(1, V, (2, 7))
     expected = hf.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=25, do_sample=False,
                            pad_token_id=0, eos_token_id=None)[:, 7:]
-    got = generate(ours.session(), prompt, GenerationConfig(max_new_tokens=25))
+    got = generate(ours.start_decoding(), prompt, GenerationConfig(max_new_tokens=25))
     assert len(set(expected[0].tolist())) > 3
     assert torch.equal(got, expected)
 
@@ -91,7 +91,7 @@ def test_left_padded_greedy_generation_equals_hugging_face(pair) -> None:
     ids, mask = left_pad(rows, pad_id=0)
     expected = hf.generate(ids, attention_mask=mask.long(), max_new_tokens=20, do_sample=False, pad_token_id=0,
                            eos_token_id=None)[:, ids.shape[1] :]
-    got = generate(ours.session(prompt_mask=mask), ids, GenerationConfig(max_new_tokens=20))
+    got = generate(ours.start_decoding(prompt_mask=mask), ids, GenerationConfig(max_new_tokens=20))
     assert torch.equal(got, expected)
 
 

@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from attnkit.decoding import GenerationConfig, generate
+from attnkit.derived import frozen_weights
 from attnkit.layers.linear import GemvLinear
 from attnkit.models.transformer import Transformer, TransformerConfig
 from attnkit.training.losses import smoothed_cross_entropy
@@ -74,7 +75,7 @@ def test_equals_torch_transformer(norm_first: bool) -> None:
     ref = _reference(model)
     src, tgt = _batch(50)
     with torch.no_grad():
-        ours_mem = model.encode(src)
+        ours_mem = model.encode(src).hidden
         ours = model.decode(tgt, ours_mem, model.source_mask(src)).hidden
         theirs = ref(
             model.src_embed(src), model.tgt_embed(tgt),
@@ -126,7 +127,8 @@ def test_padding_does_not_change_encoding() -> None:
     src = torch.tensor([[5, 6, 7, 8]])
     padded = torch.tensor([[5, 6, 7, 8, 0, 0]])
     with torch.no_grad():
-        torch.testing.assert_close(model.encode(src), model.encode(padded)[:, :4], atol=1e-6, rtol=1e-6)
+        torch.testing.assert_close(model.encode(src).hidden, model.encode(padded).hidden[:, :4], atol=1e-6,
+                                   rtol=1e-6)
 
 
 @pytest.mark.parametrize("positions, b", [("sinusoidal", 3), ("learned", 3), ("sinusoidal", 1)])
@@ -137,14 +139,15 @@ def test_cached_decoding_equals_uncached(positions: str, b: int) -> None:
     model = Transformer(cfg).eval()
     src = _batch(40, b=3, s=6)[0][:b]
     bos = torch.full((b, 1), cfg.bos_id)
-    cached = generate(model.start_decoding(src), bos, GenerationConfig(max_new_tokens=12))
+    with frozen_weights():  # held open here so that the copies can be inspected after generate
+        cached = generate(model.start_decoding(src), bos, GenerationConfig(max_new_tokens=12))
+        packed = [m for m in model.modules() if isinstance(m, GemvLinear) and m._packed.value is not None]
     # Uncached: re-run the whole prefix through forward at every step.
     seq = bos
     for _ in range(12):
         nxt = model(src, seq)[:, -1].argmax(-1, keepdim=True)
         seq = torch.cat([seq, nxt], 1)
     assert torch.equal(cached, seq[:, 1:])
-    packed = [m for m in model.modules() if isinstance(m, GemvLinear) and m._packed.value is not None]
     assert bool(packed) == (b == 1)  # the one-row path was taken (and only for one sentence)
 
 

@@ -60,7 +60,7 @@ def test_bert_weights_equal_hugging_face(tmp_path: Path) -> None:
     assert w.shape == (2, 2, 4, 9, 9)
     assert float(w[:, 1, :, :, 6:].abs().max()) == 0.0  # padding is never attended to
     torch.testing.assert_close(w, torch.stack(ref.attentions), atol=1e-5, rtol=0)
-    torch.testing.assert_close(got.output, ours.encode(ids, mask))
+    torch.testing.assert_close(got.output, ours.encode(ids, mask).hidden)
 
 
 def test_transformer_weights_are_each_layers_attention() -> None:

@@ -9,28 +9,26 @@ values from ``key``/``value`` (the encoder output). The spec's TensorFlow
 ``multihead_attention(queries, keys, num_units, num_heads, dropout_rate, is_training, causality)`` maps to
 ``MultiHeadAttention(num_units, num_heads, dropout_rate)`` (train()/eval() for ``is_training``) called as
 ``mha(queries, keys, causal=causality)``; ``keys=queries`` is ``key=None`` here.
+
+Each head is part 1's soft attention with the scaled dot-product score (``SoftAttention(ScaledDotScore())``,
+the reference path, which also returns the weights). The fast paths that compute the same thing (PyTorch's
+fused SDPA kernel, the one-query decoding step, q/k/v projections in one stacked product) live in
+:mod:`attnkit.attention.fast` and are tested equal to it.
 """
 
 from __future__ import annotations
 
-import math
 from typing import NamedTuple
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from attnkit.attention.cache import KVCache
-from attnkit.attention.masks import causal_mask, check_mask, masked_softmax
-from attnkit.derived import DerivedTensor
-
-# Stacking the q/k/v weights copies 3 E^2 numbers: worth it for a large product (training, prompts), not for
-# a decoding step of a few tokens, which reads every weight once either way and would read them three times.
-_STACK_MIN_TOKENS = 64
-
-
-def _concat(*parts: Tensor) -> Tensor:
-    return torch.cat(parts)
+from attnkit.attention.fast import STACK_MIN_TOKENS, StackedProjections, fast_attention
+from attnkit.attention.masks import causal_mask, check_mask
+from attnkit.attention.scoring import ScaledDotScore
+from attnkit.attention.soft import SoftAttention
+from attnkit.derived import DerivedOwner
 
 
 class AttentionOutput(NamedTuple):
@@ -38,7 +36,7 @@ class AttentionOutput(NamedTuple):
     weights: Tensor | None  # [B, H, T, S] when need_weights, else None
 
 
-class MultiHeadAttention(nn.Module):
+class MultiHeadAttention(DerivedOwner, nn.Module):
     """Multi-head scaled dot-product attention with separate q/k/v/out projections.
 
     Args:
@@ -68,12 +66,13 @@ class MultiHeadAttention(nn.Module):
         self.k_proj = nn.Linear(self.kdim, embed_dim, bias=bias)
         self.v_proj = nn.Linear(self.vdim, embed_dim, bias=bias)
         self.out_proj = nn.Linear(embed_dim, embed_dim, bias=bias)
-        # Inference reuses the stacked q/k/v and k/v weights of ``_stacked`` (stacking them again at every
-        # decoding step was 3% of greedy decoding); training stacks them in the graph, so gradients reach each.
-        self._stacks = {n: DerivedTensor(_concat) for n in ("qkv_w", "qkv_b", "kv_w", "kv_b")}
+        self.head_attention = SoftAttention(ScaledDotScore())  # one head's attention, over [B*H, T, Dh]
+        # Inference inside a frozen-weights block reuses the stacked q/k/v and k/v weights (stacking them
+        # again at every decoding step was 3% of greedy decoding; see attnkit.derived).
+        self._stacked = StackedProjections()
+        self._watch_weights()
 
     def _split(self, x: Tensor) -> Tensor:
-        b, t, _ = x.shape
         return x.unflatten(-1, (self.num_heads, self.head_dim)).transpose(1, 2)  # (B, H, T, Dh)
 
     def _check_inputs(self, query: Tensor, key: Tensor, value: Tensor) -> None:
@@ -90,22 +89,6 @@ class MultiHeadAttention(nn.Module):
                 f"{tuple(value.shape)} and key {tuple(key.shape)}"
             )
 
-    def _stacked(self, x: Tensor, projections: tuple[nn.Linear, ...]) -> tuple[Tensor, ...]:
-        """Several projections of the same x in one matrix product (their weights stacked), which is
-        faster than one product each for many tokens; the parameters stay separate.
-        x [B, T, E] -> len(projections) x [B, H, T, Dh]."""
-        weights = [p.weight for p in projections]
-        biases = None if projections[0].bias is None else [p.bias for p in projections]
-        if torch.is_grad_enabled():
-            weight = torch.cat(weights)
-            bias = None if biases is None else torch.cat(biases)
-        else:
-            name = "qkv" if len(projections) == 3 else "kv"
-            weight = self._stacks[name + "_w"].get(weights)
-            bias = None if biases is None else self._stacks[name + "_b"].get(biases)
-        parts = F.linear(x, weight, bias).chunk(len(projections), dim=-1)  # (B, T, E) each
-        return tuple(self._split(part) for part in parts)
-
     def _keys_values(
         self, query: Tensor, key: Tensor | None, value: Tensor | None, cache: KVCache | None
     ) -> tuple[Tensor, Tensor]:
@@ -115,8 +98,8 @@ class MultiHeadAttention(nn.Module):
         key = query if key is None else key
         value = key if value is None else value
         self._check_inputs(query, key, value)
-        if value is key and key.shape[0] * key.shape[1] >= _STACK_MIN_TOKENS:
-            k, v = self._stacked(key, (self.k_proj, self.v_proj))  # cross-attention: one product for K and V
+        if value is key and key.shape[0] * key.shape[1] >= STACK_MIN_TOKENS:
+            k, v = map(self._split, self._stacked(key, (self.k_proj, self.v_proj)))  # cross: K and V at once
         else:
             k, v = self._split(self.k_proj(key)), self._split(self.v_proj(value))
         if cache is not None:
@@ -138,7 +121,7 @@ class MultiHeadAttention(nn.Module):
 
         mask: bool broadcastable to [B, H, T, S], True = may attend (see ``padding_mask``);
         causal: query i (at absolute position cache-length + i) sees only keys at positions <= its own;
-        need_weights: also return the attention weights [B, H, T, S] (explicit path);
+        need_weights: also return the attention weights [B, H, T, S] (the reference path);
         cache: a KVCache; self-attention appends this call's keys/values and attends over all of them;
         cross-attention fills it on the first call and reuses it afterwards (``key`` is then ignored).
         Returns AttentionOutput(output [B, T, E], weights or None). A query with no allowed key gets 0.
@@ -146,8 +129,8 @@ class MultiHeadAttention(nn.Module):
         if query.dim() != 3 or query.shape[-1] != self.embed_dim:
             raise ValueError(f"query must be [B, T, {self.embed_dim}], got {tuple(query.shape)}")
         b, t, _ = query.shape
-        if key is None and b * t >= _STACK_MIN_TOKENS:
-            q, k, v = self._stacked(query, (self.q_proj, self.k_proj, self.v_proj))  # (B, H, T, Dh) each
+        if key is None and b * t >= STACK_MIN_TOKENS:
+            q, k, v = map(self._split, self._stacked(query, (self.q_proj, self.k_proj, self.v_proj)))
             if cache is not None:
                 k, v = cache.append(k, v)  # (B, H, S, Dh)
         else:
@@ -166,40 +149,18 @@ class MultiHeadAttention(nn.Module):
             mask_final, is_causal = mask, False
         p = self.dropout if self.training else 0.0
         if need_weights:
-            out, weights = _explicit_attention(q, k, v, mask_final, p)
+            out, weights = self._heads(q, k, v, mask_final, p)
         else:
-            out, weights = _fast_attention(q, k, v, mask_final, p, is_causal), None
+            out, weights = fast_attention(q, k, v, mask_final, p, is_causal), None
         out = out.transpose(1, 2).reshape(b, t, self.embed_dim)  # (B, T, E): concatenate heads
         return AttentionOutput(self.out_proj(out), weights)
 
-
-def _explicit_attention(
-    q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, dropout: float
-) -> tuple[Tensor, Tensor]:
-    """softmax(Q K^T / sqrt(Dh)) V written out, returning the weights [B, H, T, S] too."""
-    scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])  # (B, H, T, S)
-    weights = masked_softmax(scores, mask)
-    dropped = F.dropout(weights, dropout) if dropout > 0 else weights
-    return dropped @ v, weights
-
-
-def _fast_attention(
-    q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, dropout: float, is_causal: bool
-) -> Tensor:
-    """The same computation through PyTorch's fused scaled_dot_product_attention."""
-    if q.shape[-2] == 1 and not dropout:
-        # One query (a decoding step): two small products are cheaper than SDPA's kernel, whose parallel
-        # loop over B x H costs more than the work (and stalls when the other cores are busy).
-        scores = (q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1)  # (B, H, 1, S)
-        return masked_softmax(scores, mask) @ v  # a query with no allowed key gets 0, as below
-    if mask is None:
-        return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=is_causal)
-    # SDPA gives NaN for a query with no allowed key; let it see every key, then zero its output.
-    any_allowed = mask.any(-1, keepdim=True)  # (B|1, H|1, T|1, 1)
-    if mask.device.type == "cpu" and bool(any_allowed.all()):
-        # The usual case (e.g. padding of non-empty sentences): skip the fix-up and its backward; the
-        # check is a cheap read on the CPU (on an accelerator it would be a synchronisation).
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
-    safe = mask | ~any_allowed
-    out = F.scaled_dot_product_attention(q, k, v, attn_mask=safe, dropout_p=dropout)
-    return out * any_allowed
+    def _heads(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, dropout: float) -> tuple[Tensor, Tensor]:
+        """The H heads' soft attentions side by side, the reference path: q [B, H, T, Dh], k and v
+        [B, H, S, Dh] -> (outputs [B, H, T, Dh], weights [B, H, T, S])."""
+        b, h, t, _ = q.shape
+        s = k.shape[2]
+        flat_mask = None if mask is None else torch.broadcast_to(mask, (b, h, t, s)).flatten(0, 1)
+        out, weights = self.head_attention(q.flatten(0, 1), k.flatten(0, 1), v.flatten(0, 1), flat_mask,
+                                           dropout)  # (B*H, T, Dh), (B*H, T, S)
+        return out.unflatten(0, (b, h)), weights.unflatten(0, (b, h))

@@ -5,8 +5,6 @@ Each maps ``query [B, M, Dq]`` and ``keys [B, N, Dk]`` to ``scores [B, M, N]``.
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import Tensor, nn
 
@@ -65,12 +63,19 @@ class DotScore(Score):
         return query @ keys.transpose(1, 2)  # (B, M, N)
 
 
+def scaled_dot(query: Tensor, keys: Tensor) -> Tensor:
+    """The scaled dot-product score s(k, q) = k^T q / sqrt(d) (d the common width), the one formula that
+    scaled dot-product attention uses everywhere in attnkit. query [..., M, d], keys [..., N, d] ->
+    scores [..., M, N]. The query is scaled before the product (M x d multiplications, not M x N)."""
+    return (query * query.shape[-1] ** -0.5) @ keys.transpose(-2, -1)
+
+
 class ScaledDotScore(Score):
-    """Scaled dot-product score: s(k, q) = k^T q / sqrt(d), d the key width."""
+    """Scaled dot-product score: s(k, q) = k^T q / sqrt(d), d the key width (:func:`scaled_dot`)."""
 
     def _score(self, query: Tensor, keys: Tensor) -> Tensor:
         _same_width(self, query, keys)
-        return query @ keys.transpose(1, 2) / math.sqrt(keys.shape[-1])
+        return scaled_dot(query, keys)
 
 
 class BilinearScore(Score):
@@ -88,3 +93,21 @@ class BilinearScore(Score):
                 f"{tuple(query.shape)} and keys {tuple(keys.shape)}"
             )
         return (query @ self.W.T) @ keys.transpose(1, 2)  # (B, M, N)
+
+
+SCORE_NAMES = ("additive", "dot", "scaled_dot", "bilinear")
+
+
+def make_score(name: str, query_dim: int, key_dim: int | None = None) -> Score:
+    """The scoring function ``name`` (one of :data:`SCORE_NAMES`) for queries [.., query_dim] and keys
+    [.., key_dim] (default: query_dim); the additive score's hidden width is query_dim."""
+    key_dim = query_dim if key_dim is None else key_dim
+    if name == "additive":
+        return AdditiveScore(query_dim, key_dim, query_dim)
+    if name == "dot":
+        return DotScore()
+    if name == "scaled_dot":
+        return ScaledDotScore()
+    if name == "bilinear":
+        return BilinearScore(query_dim, key_dim)
+    raise ValueError(f"unknown scoring function {name!r}; choose one of {', '.join(SCORE_NAMES)}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from attnkit.attention.masks import check_mask, masked_softmax
@@ -31,14 +32,17 @@ class SoftAttention(nn.Module):
         self.score = score
 
     def forward(
-        self, query: Tensor, keys: Tensor, values: Tensor | None = None, mask: Tensor | None = None
+        self, query: Tensor, keys: Tensor, values: Tensor | None = None, mask: Tensor | None = None,
+        dropout: float = 0.0,
     ) -> SoftAttentionOutput:
         """query [B, M, Dq], keys [B, N, Dk], values [B, N, Dv] or None (plain mode: values = keys),
-        mask bool broadcastable to [B, M, N]. Returns output [B, M, Dv] and weights [B, M, N]."""
+        mask bool broadcastable to [B, M, N]; dropout: on the weights before the weighted sum (training;
+        the returned weights are the undropped ones). Returns output [B, M, Dv] and weights [B, M, N]."""
         values = keys if values is None else values
         check_values(keys, values)
         scores = self.score(query, keys)  # (B, M, N)
         if mask is not None:
             check_mask(mask, tuple(scores.shape))
         weights = masked_softmax(scores, mask)
-        return SoftAttentionOutput(weights @ values, weights)
+        dropped = F.dropout(weights, dropout) if dropout > 0 else weights
+        return SoftAttentionOutput(dropped @ values, weights)

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from attnkit.decoding.generate import DecoderSession, last_logits, worth_dropping
+from attnkit.derived import frozen_weights
 
 
 @dataclass
@@ -50,7 +51,7 @@ def beam_search(session: DecoderSession, prompt: Tensor, cfg: BeamConfig) -> Bea
     the K rows; a new hypothesis stays in its parent's row when it can (so a ``reorder`` copies only the
     rows whose parent changed); the rows of the sentences that are done leave the session (once they are a
     few)."""
-    with torch.inference_mode():  # cheaper per operation than no_grad
+    with torch.inference_mode(), frozen_weights():  # inference_mode: cheaper per operation than no_grad
         out = _beam_search(session, prompt, cfg)
     return BeamOutput(out.tokens.clone(), out.scores.clone())  # ordinary tensors, usable in autograd
 

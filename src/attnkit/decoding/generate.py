@@ -9,6 +9,8 @@ from typing import Protocol
 import torch
 from torch import Tensor
 
+from attnkit.derived import frozen_weights
+
 # Greedy and beam search drop finished rows from the session once they are at least 1/_DROP_EVERY of its
 # rows (each drop copies the caches of every row left, so dropping at every finished row costs more).
 _DROP_EVERY = 8
@@ -90,8 +92,9 @@ def generate(session: DecoderSession, prompt: Tensor, cfg: GenerationConfig) -> 
 
     Returns the new tokens [B, T_new] (T_new <= max_new_tokens: generation stops early once every row
     has emitted a stop token; rows that stopped earlier are filled with ``cfg.pad_id``). Runs under
-    ``torch.inference_mode``; the result is an ordinary tensor, usable in autograd afterwards."""
-    with torch.inference_mode():
+    ``torch.inference_mode`` in a frozen-weights block; the result is an ordinary tensor, usable in autograd
+    afterwards."""
+    with torch.inference_mode(), frozen_weights():
         tokens = _generate(session, prompt, cfg)
     return tokens.clone()
 
@@ -138,7 +141,7 @@ def last_logits(session: DecoderSession, tokens: Tensor) -> Tensor:
 class PromptedModel(Protocol):
     """A model that opens a DecoderSession for a (left-padded) prompt batch, e.g. ``attnkit.models.gpt.GPT``."""
 
-    def session(self, prompt_mask: Tensor | None = None, max_len: int | None = None) -> DecoderSession: ...
+    def start_decoding(self, prompt_mask: Tensor | None = None, max_len: int | None = None) -> DecoderSession: ...
 
 
 class TextCodec(Protocol):
@@ -178,6 +181,14 @@ def generate_text(
     rows = [tokenizer.encode(p) if isinstance(p, str) else list(p) for p in prompts]
     if context is not None and max(len(r) for r in rows) > context:
         raise ValueError(f"a prompt is longer than the context of {context} tokens")
+    with frozen_weights():  # the weights' derived copies are made once for every window
+        new = _generate_windows(model, rows, cfg, device, context)
+    return [tokenizer.decode(r) for r in new]
+
+
+def _generate_windows(model: PromptedModel, rows: list[list[int]], cfg: GenerationConfig,
+                      device: torch.device | str, context: int | None) -> list[list[int]]:
+    """generate_text's loop over context windows: the new token ids of each row."""
     new: list[list[int]] = [[] for _ in rows]
     active = list(range(len(rows)))
     chunk = 0
@@ -189,7 +200,7 @@ def generate_text(
         if context is not None:
             room = min(room, context - ids.shape[1])
         step_cfg = replace(cfg, max_new_tokens=room, seed=None if cfg.seed is None else cfg.seed + chunk)
-        session = model.session(prompt_mask=mask.to(device), max_len=ids.shape[1] + room)
+        session = model.start_decoding(prompt_mask=mask.to(device), max_len=ids.shape[1] + room)
         out = generate(session, ids.to(device), step_cfg).tolist()
         still = []
         for i, row in zip(active, out, strict=True):
@@ -200,4 +211,4 @@ def generate_text(
         active, chunk = still, chunk + 1
         if context is None:
             break
-    return [tokenizer.decode(r) for r in new]
+    return new

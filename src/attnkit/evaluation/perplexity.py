@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from attnkit.data.text import sequential_blocks
+from attnkit.derived import frozen_weights
 
 
 class LMEval(NamedTuple):
@@ -41,11 +42,12 @@ def evaluate_lm(
     model.eval()
     total, count = 0.0, 0
     try:
-        for i, (x, y) in enumerate(sequential_blocks(ids, block_size, batch_size)):
-            if max_batches is not None and i >= max_batches:
-                break
-            total += float(lm_loss_sum(model, x.to(device), y.to(device)))
-            count += y.numel()
+        with frozen_weights():  # derived weight copies made once for all batches
+            for i, (x, y) in enumerate(sequential_blocks(ids, block_size, batch_size)):
+                if max_batches is not None and i >= max_batches:
+                    break
+                total += float(lm_loss_sum(model, x.to(device), y.to(device)))
+                count += y.numel()
     finally:
         model.train(was_training)
     loss = total / count

@@ -115,3 +115,43 @@ class TransformerLayer(nn.Module):
             )
         x, _ = self._sublayer(x, self.ffn_norm, lambda h: (self.ffn(h), None))
         return LayerOutput(x, self_w, cross_w)
+
+
+class StackOutput(NamedTuple):
+    """What a stack of layers (an encoder, a decoder, GPT's or BERT's layers) returns."""
+
+    hidden: Tensor  # [B, T, E] the last layer's output (or, from a model, after its final norm)
+    self_weights: list[Tensor] | None  # per layer [B, H, T, T'] when need_weights, else None
+    cross_weights: list[Tensor] | None  # per layer [B, H, T, S] when need_weights in a decoder, else None
+
+
+class LayerStack(nn.ModuleList):
+    """N :class:`TransformerLayer` applied in order: the one layer loop of every family (the state-dict
+    keys are a ModuleList's, ``0.self_attn...``)."""
+
+    def forward(
+        self,
+        x: Tensor,
+        *,
+        mask: Tensor | None = None,
+        causal: bool = False,
+        memory: Tensor | None = None,
+        memory_mask: Tensor | None = None,
+        caches: list[LayerCache] | None = None,
+        need_weights: bool = False,
+    ) -> StackOutput:
+        """x [B, T, E] through every layer (arguments as :meth:`TransformerLayer.forward`; ``caches``: one
+        LayerCache per layer or None). need_weights: collect each layer's attention weights."""
+        self_ws: list[Tensor] = []
+        cross_ws: list[Tensor] = []
+        for i, layer in enumerate(self):
+            out = layer(x, mask=mask, causal=causal, memory=memory, memory_mask=memory_mask,
+                        cache=None if caches is None else caches[i], need_weights=need_weights)
+            x = out.x
+            if need_weights:
+                self_ws.append(out.self_weights)
+                if out.cross_weights is not None:
+                    cross_ws.append(out.cross_weights)
+        if not need_weights:
+            return StackOutput(x, None, None)
+        return StackOutput(x, self_ws, cross_ws or None)

@@ -7,8 +7,9 @@ streams a wide matrix at about 18-26 GB/s on this project's CPU, ``F.linear(x, w
 [out, in] storage at about 13-14 GB/s (``docs/gpt.md``). :class:`GemvLinear` keeps its parameters exactly as
 ``nn.Linear`` (same state dict, same training path) and, for a one-row input without autograd, multiplies
 by a cached contiguous copy of ``weight.T`` when ``out_features >= in_features`` (where that layout is
-the faster one). The copy costs the weight's memory again; it is made on first use, refreshed when the
-weight changes (in-place update or replacement) and dropped by ``release()``.
+the faster one). The copy costs the weight's memory again; it exists only inside a
+:func:`~attnkit.derived.frozen_weights` block (each decoding call opens one), is made on first use there and
+dropped when the block ends (see :mod:`attnkit.derived` for why); outside a block the product is ``F.linear``.
 """
 
 from __future__ import annotations
@@ -17,21 +18,23 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from attnkit.derived import DerivedTensor
+from attnkit.derived import DerivedOwner, DerivedTensor, frozen
 
 
 def _transposed(weight: Tensor) -> Tensor:
     return weight.t().contiguous()
 
 
-class GemvLinear(nn.Linear):
-    """``nn.Linear`` (x [..., in] -> [..., out]) whose one-row, no-grad CPU products use a cached
-    [in, out] copy of the weight. ``packing = False`` turns the copy off (and ``release`` frees it)."""
+class GemvLinear(DerivedOwner, nn.Linear):
+    """``nn.Linear`` (x [..., in] -> [..., out]) whose one-row, no-grad CPU products inside a frozen-weights
+    block use a cached [in, out] copy of the weight. ``packing = False`` turns the copy off (and
+    ``release`` frees it)."""
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.packing = True
         self._packed = DerivedTensor(_transposed)  # (in, out)
+        self._watch_weights()
 
     @classmethod
     def like(cls, lin: nn.Linear) -> GemvLinear:
@@ -49,7 +52,7 @@ class GemvLinear(nn.Linear):
 
     def forward(self, x: Tensor) -> Tensor:
         if (self.packing and x.numel() == self.in_features and self.out_features >= self.in_features
-                and x.device.type == "cpu" and not torch.is_grad_enabled()):
+                and x.device.type == "cpu" and not torch.is_grad_enabled() and frozen()):
             row = x.reshape(1, self.in_features)
             out = row @ self._weight_t() if self.bias is None else torch.addmm(self.bias, row, self._weight_t())
             return out.view(*x.shape[:-1], self.out_features)

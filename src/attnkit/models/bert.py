@@ -7,13 +7,12 @@ no causal mask). It is built from the same :class:`~attnkit.layers.Embeddings` a
 
 Heads: masked-LM (transform + decoder tied to the token embeddings), sequence classification (on the
 pooled [CLS] output) and token classification. Hugging Face conversion lives in
-:mod:`attnkit.models.hf.bert` (``from_hf``/``to_hf`` here only delegate to it).
+:mod:`attnkit.models.hf.bert`, which imports this module (never the reverse).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import NamedTuple
 
 import torch
@@ -22,7 +21,7 @@ from torch import Tensor, nn
 
 from attnkit.attention.masks import padding_mask
 from attnkit.config_io import JsonConfig
-from attnkit.layers import Embeddings, TransformerLayer
+from attnkit.layers import Embeddings, LayerStack, StackOutput, TransformerLayer
 from attnkit.layers.dropout import Dropout
 
 CONFIG_FILE = "bert_config.json"
@@ -85,6 +84,7 @@ class BERTConfig(JsonConfig, family="BERT", presets=PRESETS, file_name=CONFIG_FI
 class BERTOutput(NamedTuple):
     hidden: Tensor  # [B, T, E] last layer's hidden states
     pooled: Tensor | None  # [B, E] tanh(W h_[CLS] + b), or None without a pooler
+    self_weights: list[Tensor] | None = None  # per layer [B, H, T, T] when need_weights
 
 
 class LogitsOutput(NamedTuple):
@@ -108,7 +108,7 @@ class BERT(nn.Module):
             c.vocab_size, c.d_model, c.max_positions, positions="learned", type_vocab_size=c.type_vocab_size,
             layer_norm=True, eps=c.eps, dropout=c.dropout, padding_idx=c.pad_id,
         )
-        self.layers = nn.ModuleList(
+        self.layers = LayerStack(
             TransformerLayer(
                 c.d_model, c.n_heads, c.d_ff, dropout=c.dropout, attn_dropout=c.attn_dropout,
                 activation="gelu", norm_first=False, eps=c.eps,
@@ -119,18 +119,23 @@ class BERT(nn.Module):
         self.apply(_init_weights)
 
     def forward(
-        self, input_ids: Tensor, attention_mask: Tensor | None = None, token_type_ids: Tensor | None = None
+        self, input_ids: Tensor, attention_mask: Tensor | None = None, token_type_ids: Tensor | None = None,
+        *, need_weights: bool = False,
     ) -> BERTOutput:
         """input_ids [B, T]; attention_mask [B, T] (1/True = real token, 0 = padding; None = all real);
-        token_type_ids [B, T] (segment A = 0, B = 1; None = all 0). Returns hidden [B, T, E], pooled [B, E]."""
-        x = self.encode(input_ids, attention_mask, token_type_ids)  # (B, T, E)
+        token_type_ids [B, T] (segment A = 0, B = 1; None = all 0). Returns hidden [B, T, E], pooled [B, E]
+        and, with need_weights, each layer's attention weights [B, H, T, T]."""
+        out = self.encode(input_ids, attention_mask, token_type_ids, need_weights=need_weights)
+        x = out.hidden  # (B, T, E)
         pooled = torch.tanh(self.pooler(x[:, 0])) if self.pooler is not None else None  # (B, E)
-        return BERTOutput(x, pooled)
+        return BERTOutput(x, pooled, out.self_weights)
 
     def encode(
-        self, input_ids: Tensor, attention_mask: Tensor | None = None, token_type_ids: Tensor | None = None
-    ) -> Tensor:
-        """The last layer's hidden states [B, T, E] (``forward`` without the pooler)."""
+        self, input_ids: Tensor, attention_mask: Tensor | None = None, token_type_ids: Tensor | None = None,
+        *, need_weights: bool = False,
+    ) -> StackOutput:
+        """The encoder stack (``forward`` without the pooler): StackOutput(hidden [B, T, E], per-layer
+        self-attention weights [B, H, T, T] when need_weights)."""
         if input_ids.dim() != 2:
             raise ValueError(f"input_ids must be [B, T], got shape {tuple(input_ids.shape)}")
         if attention_mask is not None and attention_mask.shape != input_ids.shape:
@@ -138,24 +143,7 @@ class BERT(nn.Module):
                 f"attention_mask {tuple(attention_mask.shape)} must match input_ids {tuple(input_ids.shape)}"
             )
         x = self.embeddings(input_ids, token_type_ids=token_type_ids)  # (B, T, E)
-        mask = _hf_to_mask(attention_mask)  # (B, 1, 1, T)
-        for layer in self.layers:
-            x = layer(x, mask=mask).x
-        return x
-
-    @classmethod
-    def from_hf(cls, path: str | Path) -> BERT:
-        """Load a Hugging Face BERT directory (BertModel or any Bert*-with-head checkpoint's encoder)."""
-        from attnkit.models.hf.bert import load_bert
-
-        return load_bert(path, cls)
-
-    def to_hf(self, path: str | Path, tokenizer=None) -> None:  # noqa: ANN001
-        """Write a directory that ``transformers.BertModel.from_pretrained`` loads (and the WordPiece
-        tokenizer's files, if given)."""
-        from attnkit.models.hf.bert import save_bert
-
-        save_bert(self, path, tokenizer)
+        return self.layers(x, mask=_hf_to_mask(attention_mask), need_weights=need_weights)
 
 
 class MLMHead(nn.Module):
@@ -189,21 +177,9 @@ class BERTForMaskedLM(nn.Module):
     ) -> LogitsOutput:
         """input_ids [B, T] -> logits [B, T, V]; with ``select`` (bool [B, T], e.g. the masked positions)
         only those positions' logits, [N, V] in row-major order (the V-wide head is the costly part)."""
-        hidden = self.bert.encode(input_ids, attention_mask, token_type_ids)
+        hidden = self.bert.encode(input_ids, attention_mask, token_type_ids).hidden
         h = hidden if select is None else hidden[select]  # (B, T, E) or (N, E)
         return LogitsOutput(self.mlm(h, self.bert.embeddings.tokens.weight), hidden)
-
-    @classmethod
-    def from_hf(cls, path: str | Path) -> BERTForMaskedLM:
-        from attnkit.models.hf.bert import load_bert
-
-        return load_bert(path, cls)
-
-    def to_hf(self, path: str | Path, tokenizer=None) -> None:  # noqa: ANN001
-        """Write a directory that ``transformers.BertForMaskedLM.from_pretrained`` loads."""
-        from attnkit.models.hf.bert import save_bert
-
-        save_bert(self, path, tokenizer)
 
 
 class _ClassifierHead(nn.Module):
@@ -234,13 +210,6 @@ class BERTForSequenceClassification(_ClassifierHead):
         out = self.bert(input_ids, attention_mask, token_type_ids)
         return LogitsOutput(self.classifier(self.dropout(out.pooled)), out.hidden)
 
-    @classmethod
-    def from_hf(cls, path: str | Path, num_labels: int) -> BERTForSequenceClassification:
-        """Encoder (and pooler, classifier when present) from a Hugging Face directory; the rest is new."""
-        from attnkit.models.hf.bert import load_bert
-
-        return load_bert(path, cls, num_labels=num_labels)
-
 
 class BERTForTokenClassification(_ClassifierHead):
     """A label per token (e.g. named entities): dropout, then a linear layer on every hidden state."""
@@ -251,7 +220,7 @@ class BERTForTokenClassification(_ClassifierHead):
         self, input_ids: Tensor, attention_mask: Tensor | None = None, token_type_ids: Tensor | None = None
     ) -> LogitsOutput:
         """input_ids [B, T] -> logits [B, T, C]."""
-        hidden = self.bert.encode(input_ids, attention_mask, token_type_ids)
+        hidden = self.bert.encode(input_ids, attention_mask, token_type_ids).hidden
         return LogitsOutput(self.classifier(self.dropout(hidden)), hidden)
 
 

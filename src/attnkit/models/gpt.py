@@ -5,7 +5,7 @@ token + learned position embeddings, pre-norm causal ``TransformerLayer`` blocks
 LayerNorm and an output projection tied to the token embeddings (GPT-2's layout). Attention, feed-forward
 and normalisation are attnkit's shared blocks; nothing here re-implements them.
 
-Decoding goes through :meth:`GPT.session`, a :class:`~attnkit.decoding.DecoderSession` with one
+Decoding goes through :meth:`GPT.start_decoding`, a :class:`~attnkit.decoding.DecoderSession` with one
 preallocated KV cache per layer, driven by :func:`attnkit.decoding.generate`.
 """
 
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from torch import Tensor, nn
@@ -21,9 +20,10 @@ from torch import Tensor, nn
 from attnkit.attention.cache import KVCache
 from attnkit.attention.masks import padding_mask
 from attnkit.config_io import JsonConfig
-from attnkit.layers.blocks import LayerCache, TransformerLayer
+from attnkit.layers.blocks import LayerCache, LayerStack, StackOutput, TransformerLayer
 from attnkit.layers.embeddings import Embeddings
 from attnkit.layers.linear import use_gemv_linears
+from attnkit.models.params import num_parameters
 
 CONFIG_FILE = "gpt_config.json"
 
@@ -100,7 +100,7 @@ class GPT(nn.Module):
         super().__init__()
         c = self.config = config
         self.embed = Embeddings(c.vocab_size, c.n_embd, c.block_size, positions="learned", dropout=c.dropout)
-        self.layers = nn.ModuleList(
+        self.layers = LayerStack(
             TransformerLayer(
                 c.n_embd, c.n_head, c.ffn_dim, dropout=c.dropout, activation=c.activation, norm_first=True,
                 eps=c.layer_norm_eps, bias=c.bias,
@@ -128,15 +128,20 @@ class GPT(nn.Module):
 
     def num_parameters(self) -> int:
         """Parameters counted once (a tied head is not counted twice)."""
-        return sum(p.numel() for p in self.parameters())
+        return num_parameters(self)
 
     def forward(self, idx: Tensor, mask: Tensor | None = None) -> Tensor:
-        """idx [B, T] token ids; mask [B, T] (bool or 0/1, True = real token) or None.
+        """idx [B, T] token ids; mask [B, T] (bool or 0/1, True = real token) or None -> logits [B, T, V].
 
         With a mask, padding keys are never attended to and each row's real tokens get positions
         0, 1, 2, ... (``cumsum(mask) - 1``), so a left- or right-padded row gets the logits it would get
-        alone at its real positions (values at padding positions are meaningless).
-        Returns logits [B, T, V]."""
+        alone at its real positions (values at padding positions are meaningless)."""
+        return self.lm_head(self.decode(idx, mask).hidden)  # (B, T, V)
+
+    def decode(self, idx: Tensor, mask: Tensor | None = None, *, need_weights: bool = False) -> StackOutput:
+        """The decoder stack without the output head: idx [B, T], mask as ``forward`` -> StackOutput(hidden
+        [B, T, E] after the final LayerNorm, per-layer masked self-attention weights [B, H, T, T] when
+        need_weights)."""
         if idx.dim() != 2:
             raise ValueError(f"idx must be [B, T], got {tuple(idx.shape)}")
         t = idx.shape[1]
@@ -150,32 +155,14 @@ class GPT(nn.Module):
             positions = (mask.long().cumsum(1) - 1).clamp(min=0)  # (B, T)
             attn_mask = padding_mask(mask)  # (B, 1, 1, T)
         x = self.embed(idx, positions=positions)  # (B, T, E)
-        for layer in self.layers:
-            x = layer(x, mask=attn_mask, causal=True).x
-        return self.lm_head(self.norm(x))  # (B, T, V)
+        out = self.layers(x, mask=attn_mask, causal=True, need_weights=need_weights)
+        return out._replace(hidden=self.norm(out.hidden))
 
-    def session(self, prompt_mask: Tensor | None = None, max_len: int | None = None) -> GPTSession:
+    def start_decoding(self, prompt_mask: Tensor | None = None, max_len: int | None = None) -> GPTSession:
         """A DecoderSession for :func:`attnkit.decoding.generate`. ``prompt_mask`` [B, T0] marks the real
         tokens of a padded prompt batch (the first ``step``); ``max_len`` (default: the context length)
         bounds prompt + generated tokens."""
         return GPTSession(self, prompt_mask, max_len or self.config.block_size)
-
-    # ------------------------------------------------------------------------- Hugging Face GPT-2
-    @classmethod
-    def from_hf(cls, path: str | Path) -> GPT:
-        """Load a Hugging Face GPT-2 directory (see :mod:`attnkit.models.hf.gpt2`); its tokenizer, if
-        any, is at ``model.tokenizer`` (else None)."""
-        from attnkit.models.hf.gpt2 import load_gpt2
-
-        model, tokenizer = load_gpt2(path)
-        model.tokenizer = tokenizer
-        return model
-
-    def to_hf(self, path: str | Path, tokenizer=None) -> None:
-        """Write a Hugging Face GPT-2 directory that ``transformers`` loads (``GPT2LMHeadModel``)."""
-        from attnkit.models.hf.gpt2 import save_gpt2
-
-        save_gpt2(self, path, tokenizer if tokenizer is not None else getattr(self, "tokenizer", None))
 
 
 class GPTSession:
@@ -232,9 +219,7 @@ class GPTSession:
         end = self.length + t
         mask = None if self.key_mask is None else self.key_mask[:, None, None, :end]  # (B, 1, 1, S)
         # A single newest query may see every cached key, so only a multi-token step needs the causal mask.
-        causal = t > 1
-        for layer, cache in zip(model.layers, self.caches, strict=True):
-            x = layer(x, mask=mask, causal=causal, cache=cache).x
+        x = model.layers(x, mask=mask, causal=t > 1, caches=self.caches).hidden
         self.length = end
         return model.norm(x)
 

@@ -14,7 +14,6 @@ each step O(t) and compute the encoder's keys/values once.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -22,8 +21,9 @@ from torch import Tensor, nn
 from attnkit.attention.cache import KVCache
 from attnkit.attention.masks import padding_mask
 from attnkit.config_io import JsonConfig
-from attnkit.layers import Embeddings, LayerCache, TransformerLayer
+from attnkit.layers import Embeddings, LayerCache, LayerStack, StackOutput, TransformerLayer
 from attnkit.layers.linear import use_gemv_linears
+from attnkit.models.params import num_parameters
 from attnkit.training.losses import LossSum, smoothed_cross_entropy
 
 PRESETS = ("base", "big", "small", "tiny")
@@ -96,11 +96,6 @@ class TransformerConfig(JsonConfig, family="Transformer", presets=PRESETS):
                              dropout=0.0), **kw})
 
 
-class DecoderOutput(NamedTuple):
-    hidden: Tensor  # [B, T, E]
-    cross_weights: list[Tensor] | None  # per decoder layer [B, H, T, S] when need_weights
-
-
 class Transformer(nn.Module):
     """Encoder-decoder Transformer. Token ids are [B, S] (source) and [B, T] (target, starting with BOS)."""
 
@@ -109,8 +104,8 @@ class Transformer(nn.Module):
         c = self.config = config
         self.src_embed = self._embeddings(c.src_vocab_size)
         self.tgt_embed = self.src_embed if c.share_embeddings else self._embeddings(c.tgt_vocab_size)
-        self.encoder = nn.ModuleList(self._layer(False) for _ in range(c.num_encoder_layers))
-        self.decoder = nn.ModuleList(self._layer(True) for _ in range(c.num_decoder_layers))
+        self.encoder = LayerStack(self._layer(False) for _ in range(c.num_encoder_layers))
+        self.decoder = LayerStack(self._layer(True) for _ in range(c.num_decoder_layers))
         self.encoder_norm = nn.LayerNorm(c.d_model, eps=c.eps) if c.final_norm else None
         self.decoder_norm = nn.LayerNorm(c.d_model, eps=c.eps) if c.final_norm else None
         self.output = nn.Linear(c.d_model, c.tgt_vocab_size, bias=False)
@@ -147,37 +142,32 @@ class Transformer(nn.Module):
         """src [B, S] -> padding mask [B, 1, 1, S] (True = real token)."""
         return padding_mask(src != self.config.pad_id)
 
-    def encode(self, src: Tensor, src_mask: Tensor | None = None) -> Tensor:
-        """src [B, S] ids -> memory [B, S, E]. src_mask: [B, 1, 1, S] (default: from padding)."""
+    def encode(self, src: Tensor, src_mask: Tensor | None = None, *, need_weights: bool = False) -> StackOutput:
+        """src [B, S] ids -> StackOutput(hidden = memory [B, S, E], encoder self-attention weights per layer
+        [B, H, S, S] when need_weights). src_mask: [B, 1, 1, S] (default: from padding)."""
         src_mask = self.source_mask(src) if src_mask is None else src_mask
-        x = self.src_embed(src)
-        for layer in self.encoder:
-            x = layer(x, mask=src_mask).x
-        return self.encoder_norm(x) if self.encoder_norm is not None else x
+        out = self.encoder(self.src_embed(src), mask=src_mask, need_weights=need_weights)
+        return out if self.encoder_norm is None else out._replace(hidden=self.encoder_norm(out.hidden))
 
     def decode(
         self, tgt: Tensor, memory: Tensor, memory_mask: Tensor | None, *, caches: list[LayerCache] | None = None,
         offset: int = 0, need_weights: bool = False,
-    ) -> DecoderOutput:
+    ) -> StackOutput:
         """tgt [B, T] ids at positions offset.. offset+T-1; memory [B, S, E]; memory_mask [B, 1, 1, S].
-        Each target position sees only itself and earlier ones (causal) and every real source token."""
+        Each target position sees only itself and earlier ones (causal) and every real source token.
+        Returns StackOutput(hidden [B, T, E], per layer self-attention [B, H, T, T'] and cross-attention
+        [B, H, T, S] weights when need_weights)."""
         x = self.tgt_embed(tgt, offset=offset)
         # One new query after the cached prefix may see every key: skip building an all-True mask.
         causal = not (caches is not None and tgt.shape[1] == 1)
-        weights: list[Tensor] = []
-        for i, layer in enumerate(self.decoder):
-            out = layer(x, causal=causal, memory=memory, memory_mask=memory_mask,
-                        cache=None if caches is None else caches[i], need_weights=need_weights)
-            x = out.x
-            if need_weights:
-                weights.append(out.cross_weights)
-        x = self.decoder_norm(x) if self.decoder_norm is not None else x
-        return DecoderOutput(x, weights if need_weights else None)
+        out = self.decoder(x, causal=causal, memory=memory, memory_mask=memory_mask, caches=caches,
+                           need_weights=need_weights)
+        return out if self.decoder_norm is None else out._replace(hidden=self.decoder_norm(out.hidden))
 
     def forward(self, src: Tensor, tgt: Tensor) -> Tensor:
         """src [B, S], tgt [B, T] (teacher forcing input) -> logits [B, T, V_tgt]."""
         src_mask = self.source_mask(src)
-        memory = self.encode(src, src_mask)
+        memory = self.encode(src, src_mask).hidden
         return self.output(self.decode(tgt, memory, src_mask).hidden)
 
     def loss_sum(self, src: Tensor, tgt_in: Tensor, tgt_out: Tensor, *, smoothing: float = 0.0) -> LossSum:
@@ -186,7 +176,7 @@ class Transformer(nn.Module):
         tgt_in), tgt_out, ignore_index=pad_id)``, but the output projection and the loss, the largest products
         of a step, are computed only at the real target positions, not at the padding."""
         src_mask = self.source_mask(src)
-        hidden = self.decode(tgt_in, self.encode(src, src_mask), src_mask).hidden  # (B, T, E)
+        hidden = self.decode(tgt_in, self.encode(src, src_mask).hidden, src_mask).hidden  # (B, T, E)
         keep = tgt_out != self.config.pad_id  # (B, T)
         return smoothed_cross_entropy(self.output(hidden[keep]), tgt_out[keep], smoothing=smoothing,
                                       ignore_index=None)  # (N, V) logits of the N real targets
@@ -196,7 +186,7 @@ class Transformer(nn.Module):
         return TransformerSession(self, src, max_len or self.config.max_len)
 
     def num_parameters(self) -> int:
-        return sum(p.numel() for p in self.parameters())
+        return num_parameters(self)
 
 
 class TransformerSession:
@@ -206,7 +196,7 @@ class TransformerSession:
     def __init__(self, model: Transformer, src: Tensor, max_len: int) -> None:
         self.model = model
         self.memory_mask = model.source_mask(src)  # [B, 1, 1, S]
-        self.memory = model.encode(src, self.memory_mask)  # [B, S, E]
+        self.memory = model.encode(src, self.memory_mask).hidden  # [B, S, E]
         s = src.shape[1]
         self.caches = [LayerCache(KVCache(max_len), KVCache(s)) for _ in model.decoder]
         self.offset = 0

@@ -1,9 +1,9 @@
 """Collect the attention weights of every layer and head of a model, for the viewer.
 
-The weights come from the layers' own ``need_weights`` flag (``TransformerLayer`` returns them in its
-``LayerOutput``; the RNN model in its ``RNNOutput``); nothing is stored on modules. Each collector runs
-the model's layer stack exactly as the model's ``forward`` does and also returns the model's final
-output, which the tests compare with ``forward`` so that a collector can never silently drift from it.
+The weights come from the models themselves: ``encode`` / ``decode`` of every family take
+``need_weights`` and return them in their :class:`~attnkit.layers.StackOutput` (the RNN model in its
+``RNNOutput``); nothing is stored on modules and no layer loop is written here. Each collector also
+returns the model's final output, which the tests compare with ``forward``.
 
 Kinds of attention: ``encoder`` (encoder self-attention), ``decoder`` (decoder / GPT masked
 self-attention) and ``cross`` (encoder-decoder attention). Weights of one kind are [L, H, Tq, Tk] for one
@@ -16,8 +16,6 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
-
-from attnkit.attention.masks import padding_mask
 
 KINDS = ("encoder", "decoder", "cross")
 KIND_TITLES = {"encoder": "encoder self-attention", "decoder": "decoder self-attention",
@@ -64,10 +62,10 @@ class Collected:
         self.weights, self.output = weights, output
 
 
-def _stack(ws: list[Tensor | None]) -> Tensor:
-    if any(w is None for w in ws):
+def _stack(ws: list[Tensor] | None) -> Tensor:
+    if ws is None or any(w is None for w in ws):
         raise RuntimeError("a layer returned no weights although need_weights=True")
-    return torch.stack(ws)  # type: ignore[arg-type]  # (L, B, H, Tq, Tk)
+    return torch.stack(ws)  # (L, B, H, Tq, Tk)
 
 
 @torch.no_grad()
@@ -75,32 +73,18 @@ def transformer_weights(model: nn.Module, src: Tensor, tgt: Tensor) -> Collected
     """An attnkit ``Transformer``: src [B, S], tgt [B, T] (BOS + target prefix). Weights: encoder
     [L, B, H, S, S], decoder [L, B, H, T, T], cross [L, B, H, T, S]; output: logits [B, T, V]."""
     src_mask = model.source_mask(src)  # (B, 1, 1, S)
-    x = model.src_embed(src)
-    enc: list[Tensor | None] = []
-    for layer in model.encoder:
-        x, w, _ = layer(x, mask=src_mask, need_weights=True)
-        enc.append(w)
-    memory = model.encoder_norm(x) if model.encoder_norm is not None else x
-    y = model.tgt_embed(tgt)
-    dec: list[Tensor | None] = []
-    cross: list[Tensor | None] = []
-    for layer in model.decoder:
-        y, w, c = layer(y, causal=True, memory=memory, memory_mask=src_mask, need_weights=True)
-        dec.append(w)
-        cross.append(c)
-    y = model.decoder_norm(y) if model.decoder_norm is not None else y
-    return Collected({"encoder": _stack(enc), "decoder": _stack(dec), "cross": _stack(cross)}, model.output(y))
+    enc = model.encode(src, src_mask, need_weights=True)
+    dec = model.decode(tgt, enc.hidden, src_mask, need_weights=True)
+    weights = {"encoder": _stack(enc.self_weights), "decoder": _stack(dec.self_weights),
+               "cross": _stack(dec.cross_weights)}
+    return Collected(weights, model.output(dec.hidden))
 
 
 @torch.no_grad()
 def gpt_weights(model: nn.Module, idx: Tensor) -> Collected:
     """An attnkit ``GPT``: idx [B, T] (no padding). Weights: decoder [L, B, H, T, T]; output: logits."""
-    x = model.embed(idx)
-    ws: list[Tensor | None] = []
-    for layer in model.layers:
-        x, w, _ = layer(x, causal=True, need_weights=True)
-        ws.append(w)
-    return Collected({"decoder": _stack(ws)}, model.lm_head(model.norm(x)))
+    out = model.decode(idx, need_weights=True)
+    return Collected({"decoder": _stack(out.self_weights)}, model.lm_head(out.hidden))
 
 
 @torch.no_grad()
@@ -109,13 +93,8 @@ def bert_weights(model: nn.Module, input_ids: Tensor, attention_mask: Tensor | N
     """An attnkit ``BERT`` (or a model with a ``.bert``): input_ids [B, T], attention_mask [B, T] (1 = real).
     Weights: encoder [L, B, H, T, T]; output: the last hidden states [B, T, E]."""
     bert = getattr(model, "bert", model)
-    x = bert.embeddings(input_ids, token_type_ids=token_type_ids)
-    mask = None if attention_mask is None else padding_mask(attention_mask)
-    ws: list[Tensor | None] = []
-    for layer in bert.layers:
-        x, w, _ = layer(x, mask=mask, need_weights=True)
-        ws.append(w)
-    return Collected({"encoder": _stack(ws)}, x)
+    out = bert.encode(input_ids, attention_mask, token_type_ids, need_weights=True)
+    return Collected({"encoder": _stack(out.self_weights)}, out.hidden)
 
 
 @torch.no_grad()
