@@ -43,15 +43,15 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     from sentence_transformers import SentenceTransformer
 
-    from attnkit.models.bert import BERT
-    from attnkit.models.sentence_embed import embed_sentences
-    from attnkit.tokenizers.wordpiece import WordPiece
+    from attnkit.tasks.embed import embed_sentences
+    from attnkit.tasks.runs import open_run
 
     with gzip.open(DATA, "rt", encoding="utf-8") as f:
         texts = [line.rstrip("\n") for _, line in zip(range(args.n), f, strict=False)]
     d = model_dir()
     st = SentenceTransformer(str(d), device="cpu")
-    model, tok = BERT.from_hf(d), WordPiece.from_dir(d)
+    run = open_run(d)
+    model, tok = run.model, run.tokenizer
     max_len = st.max_seq_length  # 256 for this model: both sides truncate alike
 
     def run_st(xs: list[str] = texts) -> np.ndarray:

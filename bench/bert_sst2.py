@@ -32,9 +32,11 @@ import torch
 
 from attnkit.data.tsv import holdout_split, read_tsv
 from attnkit.evaluation.accuracy import accuracy
-from attnkit.models.bert import BERT, BERTConfig, BERTForMaskedLM, BERTForSequenceClassification
-from attnkit.models.bert_tasks import ClassifyTask, MLMTask
-from attnkit.models.sentence_embed import embed_sentences
+from attnkit.models.bert import BERTConfig, BERTForMaskedLM, BERTForSequenceClassification
+from attnkit.models.hf.bert import load_bert
+from attnkit.tasks.bert import ClassifyTask, MLMTask
+from attnkit.tasks.embed import embed_sentences
+from attnkit.tasks.runs import open_run
 from attnkit.tokenizers.wordpiece import WordPiece
 from attnkit.training import TrainConfig, train
 
@@ -63,7 +65,8 @@ def record(out: Path, row: dict) -> None:
 def part_a(out: Path, texts: list[str], y: list[int], tr: list[int], te: list[int], n_train: int) -> None:
     from sklearn.linear_model import LogisticRegression
 
-    model, tok = BERT.from_hf(minilm_dir()), WordPiece.from_dir(minilm_dir())
+    run = open_run(minilm_dir())
+    model, tok = run.model, run.tokenizer
     sub = tr[:n_train] if n_train else tr
     t = time.perf_counter()
     xtr = embed_sentences(model, tok, [texts[i] for i in sub], batch_size=64).vectors.numpy()
@@ -100,7 +103,7 @@ def finetune(out: Path, name: str, model: torch.nn.Module, tok: WordPiece, texts
 
 def part_b(out: Path, texts, y, tr, te, minutes: float) -> None:
     torch.manual_seed(0)
-    model = BERTForSequenceClassification.from_hf(minilm_dir(), num_labels=2)
+    model = load_bert(minilm_dir(), BERTForSequenceClassification, num_labels=2)[0]
     row = finetune(out, "b-minilm", model, WordPiece.from_dir(minilm_dir()), texts, y, tr, te,
                    steps=int(minutes * 150), minutes=minutes, lr=1e-4)
     record(out, {"part": "b", "method": "fine-tuned MiniLM (attnkit)", "budget_min": minutes, **row})
@@ -108,11 +111,10 @@ def part_b(out: Path, texts, y, tr, te, minutes: float) -> None:
 
 def part_c(out: Path, texts, y, tr, te, pre_minutes: float, ft_steps: int, ft_minutes: float,
            lrs: list[float], reuse: bool) -> None:
-    from attnkit.models.bert_tasks import load_run
-
     train_text = [texts[i] for i in tr]
     if reuse:  # the masked LM of an earlier run of this part (its tokenizer included)
-        mlm, tok, _ = load_run(out / "c-mlm")
+        run = open_run(out / "c-mlm")
+        mlm, tok = run.model, run.tokenizer
         config = mlm.config
     else:
         tok = WordPiece.train(train_text, 8000)

@@ -23,7 +23,7 @@ import transformers
 from _timing import best_time as _best  # bench/ is on sys.path when run as a script
 from attnkit.evaluation.perplexity import evaluate_lm
 from attnkit.models.gpt import GPT, GPTConfig
-from attnkit.training.checkpoint import load_model_weights
+from attnkit.tasks.runs import open_run
 
 V, T, B = 65, 64, 12
 
@@ -117,9 +117,7 @@ def compiled() -> None:
 
 
 def estimator(run: Path, draws: int) -> None:
-    model = GPT(GPTConfig.load(run / "gpt_config.json"))
-    load_model_weights(model, run, family="gpt")
-    model.eval()
+    model = open_run(run, family="gpt").model
     val = np.load(run / "data" / "val.npy").astype(np.int64)
     t = model.config.block_size
     whole = evaluate_lm(model, val, t, 64).loss

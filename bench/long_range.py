@@ -18,7 +18,8 @@ from pathlib import Path
 import torch
 
 from attnkit.data.synthetic import TaskSpec, generate
-from attnkit.models.baselines import BASELINES, build_baseline, count_parameters
+from attnkit.models import num_parameters
+from attnkit.models.baselines import BASELINES, build_baseline
 
 CPU = torch.device("cpu")
 
@@ -55,7 +56,7 @@ def train_eval(name: str, spec: TaskSpec, seed: int, seconds: float, batch: int,
             correct += int((logits.argmax(-1).cpu() == test.labels[i : i + 16]).sum())
     return {"model": name, "distance": spec.distance, "seed": seed, "accuracy": correct / n_test,
             "steps": steps, "examples": steps * batch, "cpu_seconds": seconds, "device": device.type,
-            "parameters": count_parameters(model), "final_loss": loss.item()}
+            "parameters": num_parameters(model), "final_loss": loss.item()}
 
 
 def table(runs: list[dict], distances: list[int], models: list[str]) -> str:

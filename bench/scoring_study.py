@@ -26,11 +26,12 @@ from torch import nn
 from attnkit.data.dates import dates_corpus
 from attnkit.data.parallel import read_parallel
 from attnkit.evaluation.bleu import corpus_scores
+from attnkit.layers.losses import smoothed_cross_entropy
+from attnkit.models import num_parameters
 from attnkit.models.rnn import RNNSeq2Seq, RNNSeq2SeqConfig
-from attnkit.models.seq2seq import Translator, make_batch
 from attnkit.models.transformer import Transformer, TransformerConfig
+from attnkit.tasks.translation import Translator, make_batch
 from attnkit.tokenizers.subword import PAD_ID, SubwordTokenizer
-from attnkit.training.losses import smoothed_cross_entropy
 
 MODELS = ("rnn-additive", "rnn-dot", "rnn-scaled_dot", "rnn-bilinear", "rnn-hard", "transformer")
 SHARED_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
@@ -133,7 +134,7 @@ def run_one(name: str, task: dict, seconds: float, seed: int, device: torch.devi
     hyps = tok.decode_batch(hyp_ids)
     scores = corpus_scores(hyps, task["test_tgt"])
     exact = sum(h.strip() == r.strip() for h, r in zip(hyps, task["test_tgt"], strict=True)) / len(hyps)
-    params = sum(p.numel() for p in model.parameters())
+    params = num_parameters(model)
     return {"task": task["name"], "model": name, "parameters": params, "steps": steps,
             "train_cpu_s": round(train_cpu, 1), "train_tok_per_cpu_s": round(tokens / train_cpu),
             "device": device.type, "warmup": warmup,

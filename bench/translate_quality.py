@@ -32,7 +32,8 @@ sys.path.insert(0, str(ROOT / "src"))
 from attnkit.cli.main import main as attnkit_main  # noqa: E402
 from attnkit.data.parallel import read_parallel  # noqa: E402
 from attnkit.evaluation.bleu import corpus_scores  # noqa: E402
-from attnkit.models.seq2seq import load_run  # noqa: E402
+from attnkit.models import num_parameters  # noqa: E402
+from attnkit.tasks.runs import open_run  # noqa: E402
 
 DATA = ROOT / ".." / "shared" / "data" / "multi30k"
 PEER = {"name": "HF MarianMTModel 8.2M, 60 min, same machine (de->en)", "greedy": 33.4, "beam5": 36.6}
@@ -92,7 +93,7 @@ def train_speed(run: Path) -> float:
 
 def evaluate(args: argparse.Namespace) -> dict:
     run = Path(args.out)
-    translator = load_run(run)
+    translator = open_run(run, family="translation").inference
     val = read_parallel(args.data, "val", args.src, args.tgt)
     test = read_parallel(args.data, "test_2016_flickr", args.src, args.tgt)
     if args.test_n:
@@ -115,7 +116,7 @@ def evaluate(args: argparse.Namespace) -> dict:
     return {
         "pair": f"{args.src}->{args.tgt}", "run": str(run), "length_penalty": best_lp, "val_lp_bleu": lp_scores,
         "scores": scores, "curve": eval_curve(run), "train_tokens_per_s_mean": train_speed(run),
-        "params": sum(p.numel() for p in translator.model.parameters()), "model_config": meta.get("model_config"),
+        "params": num_parameters(translator.model), "model_config": meta.get("model_config"),
         "peer": PEER, "floor": FLOOR, "torch_threads": torch.get_num_threads(),
     }
 

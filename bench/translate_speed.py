@@ -53,10 +53,11 @@ from attnkit.data.parallel import read_parallel  # noqa: E402
 from attnkit.decoding import GenerationConfig, generate  # noqa: E402
 from attnkit.decoding.beam import BeamConfig, beam_search  # noqa: E402
 from attnkit.layers import sinusoidal_table  # noqa: E402
-from attnkit.models.seq2seq import load_run, make_batch  # noqa: E402
+from attnkit.layers.losses import smoothed_cross_entropy  # noqa: E402
 from attnkit.models.transformer import Transformer, TransformerConfig  # noqa: E402
+from attnkit.tasks.runs import open_run  # noqa: E402
+from attnkit.tasks.translation import make_batch  # noqa: E402
 from attnkit.tokenizers.subword import BOS_ID, EOS_ID, PAD_ID, SubwordTokenizer  # noqa: E402
-from attnkit.training.losses import smoothed_cross_entropy  # noqa: E402
 
 DATA = ROOT / ".." / "shared" / "data" / "multi30k"
 
@@ -245,7 +246,7 @@ def main() -> None:
     train = read_parallel(args.data, "train", "de", "en")
     test = read_parallel(args.data, "test_2016_flickr", "de", "en")
     if args.run:  # the trained model, its tokenizer and shapes
-        translator = load_run(args.run)
+        translator = open_run(args.run, family="translation").inference
         tok, trained = translator.src_tok, translator.model.eval()
         cfg = TransformerConfig(**{**trained.config.to_dict(), "dropout": 0.1})
     else:

@@ -15,6 +15,7 @@ import torch
 from attnkit.cli.main import main
 from attnkit.evaluation.perplexity import evaluate_lm
 from attnkit.models.gpt import GPT, GPTConfig
+from attnkit.models.hf.gpt2 import save_gpt2
 from attnkit.tokenizers.char import TextTokenizer
 from attnkit.training.checkpoint import latest_checkpoint, load_model_weights, read_meta
 
@@ -98,7 +99,7 @@ def test_bpe_run_and_hf_directory_sample_the_same(run, tmp_path, capsys) -> None
                  "300", "--steps", "2", *TRAIN]) == 0
     capsys.readouterr()
     model = _load(out)
-    model.to_hf(tmp_path / "hf", tokenizer=TextTokenizer.load(out))
+    save_gpt2(model, tmp_path / "hf", TextTokenizer.load(out))
     greedy = ["--prompt", "the queen", "--max-new-tokens", "8", "--temperature", "0"]
     assert main(["lm", "sample", str(out), *greedy]) == 0
     from_run = capsys.readouterr().out

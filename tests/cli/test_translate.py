@@ -12,7 +12,7 @@ import pytest
 
 from attnkit.cli.main import main
 from attnkit.data.dates import dates_corpus
-from attnkit.models.seq2seq import load_run
+from attnkit.tasks.translation import load_run
 
 
 def _corpus(tmp: Path) -> Path:

@@ -12,9 +12,10 @@ import transformers
 
 from attnkit.cli.main import main
 from attnkit.models.gpt import GPT, GPTConfig
+from attnkit.models.hf.gpt2 import save_gpt2
 from attnkit.models.rnn import RNNSeq2Seq, RNNSeq2SeqConfig
-from attnkit.models.seq2seq import Translator, finalize_weights, save_run_files
 from attnkit.models.transformer import Transformer, TransformerConfig
+from attnkit.tasks.translation import Translator, finalize_weights, save_run_files
 from attnkit.tokenizers.bytebpe import train_bytebpe
 from attnkit.tokenizers.subword import SubwordTokenizer
 from attnkit.tokenizers.wordpiece import WordPiece
@@ -83,7 +84,7 @@ def test_rnn_translation_model() -> None:
 def gpt_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("gpt")
     bpe = train_bytebpe(EN, vocab_size=270)
-    GPT(GPTConfig.tiny(vocab_size=bpe.vocab_size)).to_hf(path, bpe)
+    save_gpt2(GPT(GPTConfig.tiny(vocab_size=bpe.vocab_size)), path, bpe)
     return path
 
 

@@ -7,13 +7,14 @@ import pytest
 import torch
 
 from attnkit.data.synthetic import TaskSpec, generate
-from attnkit.models.baselines import BASELINES, CNNClassifier, MLPClassifier, build_baseline, count_parameters
+from attnkit.models import num_parameters
+from attnkit.models.baselines import BASELINES, CNNClassifier, MLPClassifier, build_baseline
 
 
 @pytest.mark.parametrize("name", BASELINES)
 def test_shapes_and_matched_budget(name: str) -> None:
     model = build_baseline(name, vocab=21, classes=8, max_len=30, budget=20_000)
-    assert abs(count_parameters(model) - 20_000) < 0.1 * 20_000
+    assert abs(num_parameters(model) - 20_000) < 0.1 * 20_000
     assert model(torch.randint(1, 21, (3, 30))).shape == (3, 8)
 
 

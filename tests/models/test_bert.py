@@ -16,7 +16,7 @@ from attnkit.models.bert import (
     BERTForTokenClassification,
     mean_pool,
 )
-from attnkit.models.sentence_embed import length_batches
+from attnkit.tasks.embed import length_batches
 
 
 def tiny(**kw) -> BERTConfig:

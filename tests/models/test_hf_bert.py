@@ -12,8 +12,9 @@ import transformers
 
 from attnkit.errors import CheckpointError
 from attnkit.models.bert import BERT, BERTConfig, BERTForMaskedLM, BERTForSequenceClassification, mean_pool
+from attnkit.models.hf.bert import load_bert, save_bert
 from attnkit.models.hf.common import read_state_dict
-from attnkit.models.sentence_embed import embed_sentences
+from attnkit.tasks.embed import embed_sentences
 from attnkit.tokenizers.wordpiece import WordPiece
 
 transformers.logging.set_verbosity_error()
@@ -29,7 +30,7 @@ def minilm_dir() -> Path:
 @pytest.fixture(scope="module")
 def minilm() -> tuple[BERT, transformers.BertModel, WordPiece, Path]:
     d = minilm_dir()
-    return BERT.from_hf(d), transformers.BertModel.from_pretrained(d).eval(), WordPiece.from_dir(d), d
+    return load_bert(d, BERT)[0], transformers.BertModel.from_pretrained(d).eval(), WordPiece.from_dir(d), d
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +93,7 @@ def _tiny_hf_mlm(tmp_path: Path, **kw) -> tuple[transformers.BertForMaskedLM, Pa
 @pytest.mark.parametrize("eps", [1e-12, 1e-5])
 def test_tiny_random_masked_lm_logits_equal_hugging_face(tmp_path, eps) -> None:
     hf, d = _tiny_hf_mlm(tmp_path, layer_norm_eps=eps)
-    ours = BERTForMaskedLM.from_hf(d)
+    ours = load_bert(d, BERTForMaskedLM)[0]
     assert ours.config.eps == eps and ours.config.d_ff == 37
     ids = torch.randint(1, 99, (3, 11))
     mask = torch.ones_like(ids)
@@ -106,18 +107,18 @@ def test_tiny_random_masked_lm_logits_equal_hugging_face(tmp_path, eps) -> None:
     torch.testing.assert_close(got[real], want[real], atol=1e-4, rtol=0)
 
 
-def test_to_hf_round_trip_loads_in_transformers(tmp_path) -> None:
+def test_save_bert_round_trip_loads_in_transformers(tmp_path) -> None:
     ours = BERTForMaskedLM(BERTConfig.tiny(vocab_size=50)).eval()
-    ours.to_hf(tmp_path / "mlm")
+    save_bert(ours, tmp_path / "mlm")
     hf = transformers.BertForMaskedLM.from_pretrained(tmp_path / "mlm").eval()
     ids = torch.randint(0, 50, (2, 9))
     with torch.no_grad():
         torch.testing.assert_close(ours(ids).logits, hf(input_ids=ids).logits, atol=1e-5, rtol=0)
-    back = BERTForMaskedLM.from_hf(tmp_path / "mlm")
+    back = load_bert(tmp_path / "mlm", BERTForMaskedLM)[0]
     for (k, a), (_, b) in zip(ours.state_dict().items(), back.state_dict().items(), strict=True):
         assert torch.equal(a, b), k
     enc = BERT(BERTConfig.tiny(vocab_size=50)).eval()
-    enc.to_hf(tmp_path / "enc")
+    save_bert(enc, tmp_path / "enc")
     hf_enc = transformers.BertModel.from_pretrained(tmp_path / "enc").eval()
     with torch.no_grad():
         torch.testing.assert_close(enc(ids).pooled, hf_enc(input_ids=ids).pooler_output, atol=1e-5, rtol=0)
@@ -125,21 +126,21 @@ def test_to_hf_round_trip_loads_in_transformers(tmp_path) -> None:
 
 def test_sequence_classifier_from_masked_lm_checkpoint_keeps_encoder(tmp_path) -> None:
     hf, d = _tiny_hf_mlm(tmp_path)
-    clf = BERTForSequenceClassification.from_hf(d, num_labels=3)
+    clf = load_bert(d, BERTForSequenceClassification, num_labels=3)[0]
     assert clf.classifier.out_features == 3
     torch.testing.assert_close(clf.bert.embeddings.tokens.weight, hf.bert.embeddings.word_embeddings.weight)
 
 
 def test_bad_directories_raise_checkpoint_errors(tmp_path) -> None:
     with pytest.raises(CheckpointError, match="config.json"):
-        BERT.from_hf(tmp_path)
+        load_bert(tmp_path, BERT)[0]
     _, d = _tiny_hf_mlm(tmp_path)
     (d / "model.safetensors").write_bytes(b"\x00garbage")
     with pytest.raises(CheckpointError, match="cannot read the weights"):
         read_state_dict(d)  # hf/common used to import a name safetensors does not have
     (d / "config.json").write_text('{"model_type": "gpt2"}')
     with pytest.raises(CheckpointError, match="not a BERT"):
-        BERT.from_hf(d)
+        load_bert(d, BERT)[0]
 
 
 def test_trained_wordpiece_is_numbered_canonically_and_read_by_transformers(sentences, tmp_path) -> None:
@@ -147,7 +148,7 @@ def test_trained_wordpiece_is_numbered_canonically_and_read_by_transformers(sent
     pieces = [t for t, _ in sorted(a.tokenizer.get_vocab().items(), key=lambda kv: kv[1])]
     assert pieces[:5] == ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] and pieces[5:] == sorted(pieces[5:])
     assert len(pieces) <= 300 and a.encode(["a dog"]).ids[0][0] == a.cls_id == 2
-    BERTForMaskedLM(BERTConfig.tiny(vocab_size=a.vocab_size)).to_hf(tmp_path, a)  # model + tokenizer
+    save_bert(BERTForMaskedLM(BERTConfig.tiny(vocab_size=a.vocab_size)), tmp_path, a)  # model + tokenizer
     assert transformers.BertForMaskedLM.from_pretrained(tmp_path).config.vocab_size == a.vocab_size
     hf = transformers.AutoTokenizer.from_pretrained(tmp_path)
     assert a.encode(sentences[500:700]).ids == hf(sentences[500:700])["input_ids"]

@@ -1,5 +1,5 @@
 """attnkit's GPT against Hugging Face GPT-2: tiny random GPT2LMHeadModel checkpoints saved with
-save_pretrained and loaded with GPT.from_hf (logits, padding masks, greedy generation), to_hf round trips,
+save_pretrained and loaded with load_gpt2 (logits, padding masks, greedy generation), save_gpt2 round trips,
 the checkpoint variants found in the wild, the tokenizer files, and clear errors on bad directories."""
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from attnkit.decoding.generate import GenerationConfig, generate, generate_text,
 from attnkit.errors import CheckpointError
 from attnkit.models.gpt import GPT, GPTConfig
 from attnkit.models.hf.common import read_state_dict
+from attnkit.models.hf.gpt2 import load_gpt2, save_gpt2
 from attnkit.tokenizers.bytebpe import load_gpt2_tokenizer, train_bytebpe
 
 transformers.logging.set_verbosity_error()
@@ -33,7 +34,7 @@ def pair(tmp_path_factory) -> tuple[transformers.GPT2LMHeadModel, GPT, object]:
     hf = hf_model()
     d = tmp_path_factory.mktemp("gpt2")
     hf.save_pretrained(d)
-    return hf, GPT.from_hf(d), d
+    return hf, load_gpt2(d)[0], d
 
 
 def test_logits_equal_hugging_face(pair) -> None:
@@ -63,12 +64,12 @@ def test_exact_gelu_checkpoint_loads_and_round_trips(tmp_path) -> None:
     """activation_function "gelu" (nanoGPT's exact GELU, the shakespeare-char preset) maps both ways."""
     hf = hf_model(activation_function="gelu")
     hf.save_pretrained(tmp_path / "hf")
-    ours = GPT.from_hf(tmp_path / "hf")
+    ours = load_gpt2(tmp_path / "hf")[0]
     assert ours.config.activation == "gelu"
     idx = torch.randint(0, V, (2, 30))
     with torch.no_grad():
         torch.testing.assert_close(ours(idx), hf(idx).logits, atol=1e-4, rtol=0)
-    ours.to_hf(tmp_path / "back")
+    save_gpt2(ours, tmp_path / "back")
     back = transformers.GPT2LMHeadModel.from_pretrained(tmp_path / "back").eval()
     assert back.config.activation_function == "gelu"
     with torch.no_grad():
@@ -95,14 +96,14 @@ def test_left_padded_greedy_generation_equals_hugging_face(pair) -> None:
     assert torch.equal(got, expected)
 
 
-def test_to_hf_round_trip_is_exact_and_loads_in_transformers(pair, tmp_path) -> None:
+def test_save_gpt2_round_trip_is_exact_and_loads_in_transformers(pair, tmp_path) -> None:
     hf, ours, d = pair
-    ours.to_hf(tmp_path)
+    save_gpt2(ours, tmp_path)
     original, written = read_state_dict(d), read_state_dict(tmp_path)
     assert set(written) == set(original) - {"lm_head.weight"} or set(written) == set(original)
     for k, v in written.items():
         assert torch.equal(v, original[k]), k
-    again = GPT.from_hf(tmp_path)
+    again = load_gpt2(tmp_path)[0]
     for (k, a), b in zip(ours.state_dict().items(), again.state_dict().values(), strict=True):
         assert torch.equal(a, b), k
     reloaded = transformers.GPT2LMHeadModel.from_pretrained(tmp_path).eval()
@@ -112,15 +113,15 @@ def test_to_hf_round_trip_is_exact_and_loads_in_transformers(pair, tmp_path) -> 
 
 
 @pytest.mark.parametrize("bias,tied", [(False, True), (True, False)])
-def test_to_hf_of_attnkit_options(bias: bool, tied: bool, tmp_path) -> None:
+def test_save_gpt2_of_attnkit_options(bias: bool, tied: bool, tmp_path) -> None:
     torch.manual_seed(1)
     ours = GPT(GPTConfig.tiny(vocab_size=V, bias=bias, tie_embeddings=tied)).eval()
-    ours.to_hf(tmp_path)
+    save_gpt2(ours, tmp_path)
     hf = transformers.GPT2LMHeadModel.from_pretrained(tmp_path).eval()
     idx = torch.randint(0, V, (2, 12))
     with torch.no_grad():
         torch.testing.assert_close(ours(idx), hf(idx).logits, atol=1e-5, rtol=0)
-    assert GPT.from_hf(tmp_path).config.tie_embeddings == tied
+    assert load_gpt2(tmp_path)[0].config.tie_embeddings == tied
 
 
 def test_checkpoint_variants_bin_and_unprefixed_with_mask_buffers(pair, tmp_path) -> None:
@@ -142,27 +143,27 @@ def test_checkpoint_variants_bin_and_unprefixed_with_mask_buffers(pair, tmp_path
     idx = torch.randint(0, V, (1, 16))
     with torch.no_grad():
         for sub in ("bin", "bare"):
-            torch.testing.assert_close(GPT.from_hf(tmp_path / sub)(idx), ours(idx), atol=0, rtol=0)
+            torch.testing.assert_close(load_gpt2(tmp_path / sub)[0](idx), ours(idx), atol=0, rtol=0)
 
 
 def test_bad_directories_raise_checkpoint_errors(pair, tmp_path) -> None:
     _, _, d = pair
     with pytest.raises(CheckpointError, match="not a model directory"):
-        GPT.from_hf(tmp_path / "missing")
+        load_gpt2(tmp_path / "missing")[0]
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "bert"}))
     with pytest.raises(CheckpointError, match="not a GPT-2"):
-        GPT.from_hf(tmp_path)
+        load_gpt2(tmp_path)[0]
     (tmp_path / "config.json").write_text((d / "config.json").read_text())
     with pytest.raises(CheckpointError, match="no model.safetensors"):
-        GPT.from_hf(tmp_path)
+        load_gpt2(tmp_path)[0]
     sd = read_state_dict(d)
     del sd["transformer.h.1.mlp.c_fc.weight"]
     save_file(sd, str(tmp_path / "model.safetensors"))
     with pytest.raises(CheckpointError, match="h.1.mlp.c_fc.weight"):
-        GPT.from_hf(tmp_path)
+        load_gpt2(tmp_path)[0]
     (tmp_path / "model.safetensors").write_bytes(b"\x00garbage")
     with pytest.raises(CheckpointError, match="cannot read the weights"):
-        GPT.from_hf(tmp_path)
+        load_gpt2(tmp_path)[0]
 
 
 def test_tokenizer_files_travel_with_the_checkpoint(tmp_path) -> None:
@@ -170,9 +171,9 @@ def test_tokenizer_files_travel_with_the_checkpoint(tmp_path) -> None:
     tok = train_bytebpe(texts, vocab_size=300)
     torch.manual_seed(0)
     model = GPT(GPTConfig.tiny(vocab_size=tok.vocab_size))
-    model.to_hf(tmp_path, tokenizer=tok)
-    loaded = GPT.from_hf(tmp_path)
-    assert loaded.tokenizer is not None and loaded.tokenizer.encode(texts[0]) == tok.encode(texts[0])
+    save_gpt2(model, tmp_path, tok)
+    loaded, loaded_tok = load_gpt2(tmp_path)
+    assert loaded_tok is not None and loaded_tok.encode(texts[0]) == tok.encode(texts[0])
     # GPT-2's classic files alone (vocab.json + merges.txt) give the same tokenizer, as transformers reads them
     (tmp_path / "tokenizer.json").unlink()
     classic = load_gpt2_tokenizer(tmp_path)

@@ -9,8 +9,8 @@ from torch import nn
 from attnkit.decoding import GenerationConfig, generate
 from attnkit.derived import frozen_weights
 from attnkit.layers.linear import GemvLinear
+from attnkit.layers.losses import smoothed_cross_entropy
 from attnkit.models.transformer import Transformer, TransformerConfig
-from attnkit.training.losses import smoothed_cross_entropy
 
 
 def _copy_mha(ours, theirs: nn.MultiheadAttention) -> None:

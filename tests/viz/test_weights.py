@@ -13,7 +13,8 @@ import transformers
 
 from attnkit.attention.masks import masked_softmax
 from attnkit.models.bert import BERT
-from attnkit.models.gpt import GPT
+from attnkit.models.hf.bert import load_bert
+from attnkit.models.hf.gpt2 import load_gpt2
 from attnkit.models.rnn import RNNSeq2Seq, RNNSeq2SeqConfig
 from attnkit.models.transformer import Transformer, TransformerConfig
 from attnkit.viz.weights import bert_weights, gpt_weights, rnn_weights, to_maps, transformer_weights
@@ -32,7 +33,7 @@ def test_gpt_weights_equal_hugging_face(tmp_path: Path) -> None:
     hf = transformers.GPT2LMHeadModel(cfg).eval()
     _perturb(hf)
     hf.save_pretrained(tmp_path)
-    ours = GPT.from_hf(tmp_path).eval()
+    ours = load_gpt2(tmp_path)[0].eval()
     idx = torch.randint(0, 61, (2, 13))
     got = gpt_weights(ours, idx)
     with torch.no_grad():
@@ -49,7 +50,7 @@ def test_bert_weights_equal_hugging_face(tmp_path: Path) -> None:
     hf = transformers.BertModel(cfg).eval()
     _perturb(hf)
     hf.save_pretrained(tmp_path)
-    ours = BERT.from_hf(tmp_path).eval()
+    ours = load_bert(tmp_path, BERT)[0].eval()
     ids = torch.randint(1, 71, (2, 9))
     mask = torch.ones_like(ids)
     mask[1, 6:] = 0

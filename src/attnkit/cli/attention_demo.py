@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from attnkit.demos.alignment import SCORES, train_alignment
+from attnkit.tasks.demo import SCORES, train_alignment
 
 
 def register(sub: argparse._SubParsersAction) -> None:

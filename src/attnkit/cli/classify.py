@@ -18,10 +18,10 @@ from pathlib import Path
 
 import torch
 
-from attnkit.cli.embed import note, stdin_lines
+from attnkit.cli.common import note, stdin_lines
 from attnkit.cli.train_summary import train_and_summarise
 from attnkit.errors import InputError
-from attnkit.training import TrainConfig, add_train_args, latest_checkpoint, read_meta, train_config_from_args
+from attnkit.training import TrainConfig, add_train_args, latest_checkpoint, train_config_from_args
 
 DEFAULTS = TrainConfig(max_steps=1000, lr=5e-5, warmup=100, schedule="linear", weight_decay=0.01,
                        betas=(0.9, 0.999), eps=1e-6, eval_every=0, ckpt_every=500, log_every=20)
@@ -56,35 +56,9 @@ def _split_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--split-seed", type=int, default=0, help="seed of the held-out split (default 0)")
 
 
-def _init_model(init: str, n_labels: int, from_scratch: bool):  # noqa: ANN202
-    """(classifier, tokenizer) initialised from a Hugging Face directory or an attnkit BERT run."""
-    from attnkit.models.bert import BERTForSequenceClassification
-    from attnkit.models.bert_tasks import load_run
-    from attnkit.tokenizers.wordpiece import WordPiece
-
-    path = Path(init)
-    if (path / "config.json").is_file():
-        model = BERTForSequenceClassification.from_hf(path, n_labels)
-        tok = WordPiece.from_dir(path)
-        config = model.config
-    else:
-        if not path.exists():
-            raise InputError(f"--init {init}: no such run or Hugging Face directory")
-        source, tok, _ = load_run(path)
-        config = source.config
-        model = BERTForSequenceClassification(config, n_labels)
-        # Encoder (and pooler, if the source has one) from the run; the classifier layer is new.
-        model.bert.load_state_dict(source.bert.state_dict(), strict=False)
-    if from_scratch:
-        model = BERTForSequenceClassification(config, n_labels)
-    return model, tok
-
-
 def _train(args: argparse.Namespace) -> int:
-    from attnkit.data.tsv import holdout_split, read_tsv
-    from attnkit.models.bert import BERTConfig, BERTForSequenceClassification
-    from attnkit.models.bert_tasks import TOKENIZER_DIR, ClassifyTask
-    from attnkit.tokenizers.wordpiece import WordPiece
+    from attnkit.data.tsv import read_tsv
+    from attnkit.tasks.bert import classify_task, init_classifier, resume_classifier
 
     if args.batch_size < 1 or args.max_length < 2:
         raise InputError("--batch-size must be >= 1 and --max-length >= 2")
@@ -96,81 +70,51 @@ def _train(args: argparse.Namespace) -> int:
     run = Path(args.out)
     torch.manual_seed(cfg.seed)
     if latest_checkpoint(run) is not None:  # resume: the run's own tokenizer, shape and labels
-        meta = read_meta(run, family="bert-classify")
-        labels = meta["labels"]
-        tok = WordPiece.from_dir(run / TOKENIZER_DIR)
-        model = BERTForSequenceClassification(BERTConfig.from_dict(meta["model_config"]), len(labels))
+        model, tok, labels = resume_classifier(run)
     else:
         labels = sorted(set(data.labels))
         if len(labels) < 2:
             raise InputError(f"{args.data}: need at least 2 different labels, found {labels}")
-        model, tok = _init_model(args.init, len(labels), args.from_scratch)
-    unknown = sorted({lab for lab in data.labels if lab not in labels})
-    if unknown:
-        raise InputError(f"{args.data}: labels {unknown} are not among the run's labels {labels}")
-    y = [labels.index(lab) for lab in data.labels]
+        init = Path(args.init)
+        if not (init / "config.json").is_file() and not init.exists():
+            raise InputError(f"--init {args.init}: no such run or Hugging Face directory")
+        model, tok = init_classifier(init, len(labels), args.from_scratch)
     limit = min(args.max_length, model.config.max_positions)
-    enc = tok.encode(data.sentences, max_length=limit)
-    note(f"longer than {limit} tokens: truncated", [data.line_numbers[i] - 1 for i in enc.truncated])
-    tr, te = holdout_split(len(data), args.holdout, args.split_seed)
-    task = ClassifyTask([enc.ids[i] for i in tr], [y[i] for i in tr], [enc.ids[i] for i in te], [y[i] for i in te],
-                        tok, model.config, labels, batch_size=args.batch_size, seed=cfg.seed)
+    task, truncated = classify_task(data, args.data, labels, tok, model.config, limit, args.holdout, args.split_seed,
+                                    args.batch_size, cfg.seed)
+    note(f"longer than {limit} tokens: truncated", truncated)
+    tr, te = len(task.train_ids), len(task.val_ids)
     return train_and_summarise(
         task, model, cfg, run,
-        f"fine-tuning {{params}} parameters on {len(tr)} sentences ({len(te)} held out), labels {labels} -> {run}",
+        f"fine-tuning {{params}} parameters on {tr} sentences ({te} held out), labels {labels} -> {run}",
         lambda ev: f"held-out accuracy {ev['val_accuracy']:.4f} on {ev['val_examples']} sentences",
     )
 
 
 def _load_classifier(run: str):  # noqa: ANN202
-    from attnkit.models.bert_tasks import load_run
-    from attnkit.training import read_meta
+    from attnkit.tasks.bert import CLASSIFY_FAMILY
+    from attnkit.tasks.runs import open_run
 
-    read_meta(run, family="bert-classify")  # a clear error for another kind of run
-    return load_run(run)
+    return open_run(run, family=CLASSIFY_FAMILY)
 
 
 def _run(args: argparse.Namespace) -> int:
-    model, tok, meta = _load_classifier(args.run)
+    classifier = _load_classifier(args.run).inference
     lines = stdin_lines()
     if not lines:
         raise InputError("no input lines on stdin (one sentence per line expected)")
-    limit = min(int(meta["train_config"]["extra"].get("max_length", 128)), model.config.max_positions)
-    enc = tok.encode(lines, max_length=limit)
+    enc = classifier.encode(lines)
     note("empty: classified as an empty sentence", [i for i, s in enumerate(lines) if not s.strip()])
-    note(f"longer than {limit} tokens: truncated", enc.truncated)
+    note(f"longer than {classifier.max_length} tokens: truncated", enc.truncated)
     note("contain characters unknown to the vocabulary (read as [UNK])", enc.unknown)
-    labels = meta["labels"]
-    with torch.inference_mode():
-        for s in range(0, len(enc.ids), 64):
-            x, attn = tok.pad(enc.ids[s : s + 64])
-            probs = model(x, attn).logits.float().softmax(-1)  # (b, C)
-            for p in probs:
-                k = int(p.argmax())
-                sys.stdout.write(f"{labels[k]}\t{float(p[k]):.4f}\n")
+    for label, prob in classifier.classify_ids(enc.ids):
+        sys.stdout.write(f"{label}\t{prob:.4f}\n")
     return 0
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from attnkit.data.tsv import holdout_split, read_tsv
-    from attnkit.evaluation.accuracy import accuracy
-    from attnkit.models.bert_tasks import predict
+    from attnkit.tasks.bert import evaluate_classifier
 
-    model, tok, meta = _load_classifier(args.run)
-    extra = meta["train_config"]["extra"]
-    data = read_tsv(args.data)
-    labels = meta["labels"]
-    bad = [f"line {n}: {lab!r}" for lab, n in zip(data.labels, data.line_numbers, strict=True) if lab not in labels]
-    if bad:
-        raise InputError(f"{args.data}: labels unknown to the model {labels}: " + "; ".join(bad[:5]))
-    if args.split == "test":
-        _, idx = holdout_split(len(data), float(extra.get("holdout", 0.1)), int(extra.get("split_seed", 0)))
-        data = data.subset(idx)
-        if len(data) == 0:
-            raise InputError(f"{args.data}: the held-out test split is empty (too few rows); use --split all")
-    limit = min(int(extra.get("max_length", 128)), model.config.max_positions)
-    ids = tok.encode(data.sentences, max_length=limit).ids
-    y = [labels.index(lab) for lab in data.labels]
-    preds, loss = predict(model, tok, ids, 64, y)
-    print(f"accuracy {accuracy(preds, y):.4f} on {len(y)} sentences ({args.split} split), loss {loss:.4f}")
+    ev = evaluate_classifier(_load_classifier(args.run), args.data, args.split)
+    print(f"accuracy {ev.accuracy:.4f} on {ev.sentences} sentences ({args.split} split), loss {ev.loss:.4f}")
     return 0

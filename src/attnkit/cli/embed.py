@@ -12,27 +12,17 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 import numpy as np
 
+from attnkit.cli.common import note, stdin_lines
 from attnkit.cli.textarg import utf8_text
-from attnkit.data.lines import decode_lines, read_lines
-from attnkit.errors import InputError
+from attnkit.data.lines import read_lines
+from attnkit.errors import CheckpointError, InputError
 
 
-def note(message: str, indices: list[int], base: int = 1, what: str = "line") -> None:
-    """One stderr line about some input lines (``indices`` 0-based; printed ``base``-based, a few shown)."""
-    if not indices:
-        return
-    shown = ", ".join(str(i + base) for i in indices[:10]) + (", ..." if len(indices) > 10 else "")
-    print(f"attnkit: note: {len(indices)} {what}(s) {message} ({what} {shown})", file=sys.stderr)
-
-
-def stdin_lines() -> list[str]:
-    return decode_lines(sys.stdin.buffer.read(), "standard input")
-
-
-def input_notes(lines: list[str], truncated: list[int], unknown: list[int], max_length: int) -> None:
+def _input_notes(lines: list[str], truncated: list[int], unknown: list[int], max_length: int) -> None:
     note("empty: embedded as [CLS] [SEP]", [i for i, s in enumerate(lines) if not s.strip()])
     note(f"longer than the model's maximum of {max_length} tokens: truncated", truncated)
     note("contain characters unknown to the vocabulary (read as [UNK])", unknown)
@@ -58,21 +48,20 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _load(args: argparse.Namespace):  # noqa: ANN202
-    from attnkit.models.bert_tasks import load_encoder
+    from attnkit.tasks.bert import open_bert
 
     if args.batch_size < 1:
         raise InputError(f"--batch-size must be >= 1, got {args.batch_size}")
     if args.max_length is not None and args.max_length < 2:
         raise InputError(f"--max-length must be >= 2, got {args.max_length}")
-    return load_encoder(args.model)
+    if not Path(args.model).exists():
+        raise CheckpointError(f"{args.model}: no such model directory or run")
+    return open_bert(args.model).inference
 
 
-def _encode(args: argparse.Namespace, loaded, lines: list[str]):  # noqa: ANN001, ANN202
-    from attnkit.models.sentence_embed import embed_sentences
-
-    model, tok = loaded
-    limit = min(args.max_length or model.config.max_positions, model.config.max_positions)
-    return embed_sentences(model, tok, lines, batch_size=args.batch_size, max_length=limit), limit
+def _encode(args: argparse.Namespace, embedder, lines: list[str]):  # noqa: ANN001, ANN202
+    limit = min(args.max_length or embedder.max_positions, embedder.max_positions)
+    return embedder.embed(lines, batch_size=args.batch_size, max_length=limit), limit
 
 
 def _embed(args: argparse.Namespace) -> int:
@@ -83,7 +72,7 @@ def _embed(args: argparse.Namespace) -> int:
     if not lines:
         raise InputError("no input lines on stdin (one sentence per line expected)")
     out, limit = _encode(args, loaded, lines)
-    input_notes(lines, out.truncated, out.unknown, limit)
+    _input_notes(lines, out.truncated, out.unknown, limit)
     vectors = out.vectors.numpy().astype(np.float32)
     if args.format == "npy":
         np.save(sys.stdout.buffer, vectors)

@@ -6,9 +6,8 @@
                                                     --seed S --num-samples N]
     attnkit lm eval RUN | --hf DIR --text FILE [--split all|train|val]     loss (nats/token) and perplexity
 
-Documented behaviours: an empty prompt starts from the end-of-text token (GPT-2) or a newline (characters);
-generation longer than the model's context goes on in windows (the last half of the context is fed again,
-see :func:`attnkit.decoding.generate.generate_text`).
+The task, the generator and the run format are :mod:`attnkit.tasks.lm` (an empty prompt starts from the
+end-of-text token or a newline; generation goes on in windows past the context).
 Errors the user can fix (empty or non-UTF-8 text, a prompt with characters the tokenizer lacks or longer
 than the context, a missing or corrupt run) are one line and exit code 2.
 """
@@ -19,26 +18,18 @@ import argparse
 import json
 import math
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from attnkit.cli.textarg import utf8_text
-from attnkit.data.text import RandomBlocks, load_ids, read_text, save_ids, split_ids, to_array
-from attnkit.decoding.generate import GenerationConfig, generate_text
-from attnkit.errors import CheckpointError, InputError
-from attnkit.evaluation.perplexity import evaluate_lm, lm_loss_sum
-from attnkit.models.gpt import CONFIG_FILE, GPT, PRESETS, GPTConfig
-from attnkit.tokenizers.bytebpe import train_bytebpe
-from attnkit.tokenizers.char import TextTokenizer, train_char_tokenizer
+from attnkit.errors import InputError
+from attnkit.models.gpt import GPT, PRESETS
+from attnkit.tasks.lm import FAMILY, Generator, build_task
+from attnkit.tasks.runs import Run, open_run
 from attnkit.training import TrainConfig, add_train_args, train, train_config_from_args
-from attnkit.training.checkpoint import RUN_FILE, latest_checkpoint, load_model_weights, read_meta
-from attnkit.training.optim import param_groups
+from attnkit.training.optim import fused_adamw
 
-FAMILY = "gpt"
-TRAIN_IDS, VAL_IDS = "data/train.npy", "data/val.npy"
 # nanoGPT's shakespeare-char recipe: AdamW(0.9, 0.99), wd 0.1, warm-up 100, cosine to 1e-4, clip 1.
 TRAIN_DEFAULTS = TrainConfig(max_steps=2000, lr=1e-3, warmup=100, schedule="cosine", min_lr=1e-4,
                              weight_decay=0.1, betas=(0.9, 0.99), eps=1e-8, clip_norm=1.0, eval_every=500,
@@ -97,97 +88,13 @@ def _model_source(p: argparse.ArgumentParser) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- train
-@dataclass
-class LMTask:
-    """The language-modelling task given to :func:`attnkit.training.train` (see its TrainTask)."""
-
-    train_ids: np.ndarray
-    val_ids: np.ndarray
-    config: GPTConfig
-    tokenizer: TextTokenizer
-    batch_size: int
-    seed: int = 0
-    eval_batches: int | None = None
-    family: str = FAMILY
-
-    def batches(self, epoch: int) -> RandomBlocks:
-        return RandomBlocks(self.train_ids, self.config.block_size, self.batch_size, self.seed, epoch)
-
-    def count(self, batch) -> int:  # noqa: ANN001
-        return batch.y.numel()
-
-    def loss(self, model: torch.nn.Module, batch) -> torch.Tensor:  # noqa: ANN001
-        return lm_loss_sum(model, batch.x, batch.y)
-
-    def evaluate(self, model: torch.nn.Module) -> dict[str, float]:
-        if len(self.val_ids) < 2:
-            return {}
-        ev = evaluate_lm(model, self.val_ids, self.config.block_size, 64, max_batches=self.eval_batches)
-        return {"val_loss": ev.loss, "val_ppl": ev.perplexity}
-
-    def metadata(self) -> dict:
-        return {"model_config": self.config.to_dict(), "tokenizer": self.tokenizer.kind}
-
-    def save_extra(self, run_dir: Path) -> None:
-        self.tokenizer.save(run_dir)
-        self.config.save(run_dir / CONFIG_FILE)
-        (run_dir / "data").mkdir(exist_ok=True)
-        save_ids(run_dir / TRAIN_IDS, self.train_ids)
-        save_ids(run_dir / VAL_IDS, self.val_ids)
-
-
-def fused_adamw(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    """The training loop's AdamW (decay on >= 2-D weights only) with PyTorch's fused kernel: one call per
-    step instead of a dozen small ops per parameter (the same update, about 10% of a CPU step saved)."""
-    return torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas, eps=cfg.eps,
-                             fused=True)
-
-
-def _fresh_config(args: argparse.Namespace, vocab_size: int) -> GPTConfig:
+def _overrides(args: argparse.Namespace) -> dict:
     over = {"block_size": args.block_size, "n_layer": args.n_layer, "n_head": args.n_head,
             "n_embd": args.n_embd, "dropout": args.dropout}
     over = {k: v for k, v in over.items() if v is not None}
     if args.bias is not None:
         over["bias"] = args.bias == "yes"
-    try:
-        return GPTConfig.preset(args.preset, vocab_size=vocab_size, **over)
-    except ValueError as exc:
-        raise InputError(str(exc)) from None
-
-
-def build_task(args: argparse.Namespace, seed: int) -> LMTask:
-    """A fresh task (tokenizer trained on --text) or, when --out holds a checkpoint, the run's own."""
-    out = Path(args.out)
-    if latest_checkpoint(out) is not None:
-        meta = read_meta(out, family=FAMILY)
-        try:
-            config = GPTConfig.from_dict(meta["model_config"])
-        except (KeyError, TypeError, ValueError, CheckpointError) as exc:
-            raise CheckpointError(f"{meta['checkpoint_dir']}: bad model configuration ({exc})") from None
-        # The data stream depends on the batch size: keep the run's own so that resuming is exact.
-        batch = int(meta.get("train_config", {}).get("extra", {}).get("batch_size", args.batch_size))
-        tok = TextTokenizer.load(out)
-        print(f"attnkit: resuming {out} from step {meta.get('step')} (the text and model flags of the run "
-              f"are kept; batch size {batch})", file=sys.stderr)
-        return LMTask(load_ids(out / TRAIN_IDS), load_ids(out / VAL_IDS), config, tok, batch, seed,
-                      args.eval_batches)
-    if (out / RUN_FILE).is_file():
-        family = json.loads((out / RUN_FILE).read_text()).get("family")
-        if family != FAMILY:
-            raise CheckpointError(f"{out}: a run of a {family!r} model; choose another --out")
-    if args.tokenizer == "bpe" and args.bpe_vocab < 257:
-        raise InputError(f"--bpe-vocab must be >= 257 (256 bytes + end of text), got {args.bpe_vocab}")
-    text = read_text(args.text)
-    tok = train_char_tokenizer(text) if args.tokenizer == "char" else train_bytebpe([text], args.bpe_vocab)
-    ids = to_array(tok.encode(text), tok.vocab_size)
-    train_ids, val_ids = split_ids(ids, args.val_fraction)
-    config = _fresh_config(args, tok.vocab_size)
-    if len(train_ids) < config.block_size + 1:
-        raise InputError(
-            f"{args.text}: {len(train_ids)} training tokens, fewer than the context length + 1 "
-            f"({config.block_size + 1}); use a longer text or --block-size"
-        )
-    return LMTask(train_ids, val_ids, config, tok, args.batch_size, seed, args.eval_batches)
+    return over
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -197,7 +104,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise InputError(f"--batch-size must be >= 1, got {args.batch_size}")
     if args.eval_batches is not None and args.eval_batches < 1:
         raise InputError(f"--eval-batches must be >= 1, got {args.eval_batches}")
-    task = build_task(args, args.seed)
+    task, resumed = build_task(Path(args.out), args.text, args.tokenizer, args.bpe_vocab, args.preset,
+                               _overrides(args), args.batch_size, args.val_fraction, args.seed, args.eval_batches)
+    if resumed is not None:
+        print(f"attnkit: resuming {args.out} from step {resumed} (the text and model flags of the run "
+              f"are kept; batch size {task.batch_size})", file=sys.stderr)
     cfg = train_config_from_args(args, batch_size=task.batch_size, text=str(args.text))
     torch.manual_seed(cfg.seed)
     model = GPT(task.config)
@@ -208,36 +119,13 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 # ------------------------------------------------------------------------------------ sample and eval
-def load_lm(args: argparse.Namespace) -> tuple[GPT, TextTokenizer]:
-    """The model and tokenizer of ``run_dir`` or ``--hf``, on ``--device``, in eval mode."""
+def load_lm(args: argparse.Namespace) -> Run:
+    """The run of ``run_dir`` or ``--hf`` (its model on ``--device``, eval mode)."""
     if (args.run_dir is None) == (args.hf is None):
         raise InputError("give either a run directory or --hf DIR")
-    if args.hf is not None:
-        model = GPT.from_hf(args.hf)
-        tok = model.tokenizer
-        if tok is None:
-            raise CheckpointError(f"{args.hf}: no tokenizer.json or vocab.json + merges.txt")
-    else:
-        meta = read_meta(args.run_dir, family=FAMILY)
-        try:
-            config = GPTConfig.from_dict(meta["model_config"])
-        except (KeyError, TypeError, ValueError, CheckpointError) as exc:
-            raise CheckpointError(f"{meta['checkpoint_dir']}: bad model configuration ({exc})") from None
-        model = GPT(config)
-        load_model_weights(model, args.run_dir, family=FAMILY)
-        tok = TextTokenizer.load(args.run_dir)
-    return model.to(args.device).eval(), tok
-
-
-def _prompt(prompt: str, tok: TextTokenizer) -> list[int]:
-    """The prompt's token ids; an empty prompt is the end-of-text token, else a newline."""
-    if prompt:
-        return tok.encode(prompt)
-    if tok.eos_id is not None:
-        return [tok.eos_id]
-    if tok.kind == "char" and "\n" in tok.tokenizer.get_vocab():
-        return tok.encode("\n")
-    raise InputError("the prompt is empty and the tokenizer has neither an end-of-text token nor a newline")
+    run = open_run(args.hf, model_type="gpt2") if args.hf is not None else open_run(args.run_dir, family=FAMILY)
+    run.model.to(args.device)
+    return run
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
@@ -247,21 +135,9 @@ def cmd_sample(args: argparse.Namespace) -> int:
         raise InputError("--temperature must be a number >= 0, got nan")
     if args.seed is not None and not -(2**63) <= args.seed < 2**63:
         raise InputError(f"--seed must fit in 64 bits, got {args.seed}")
-    model, tok = load_lm(args)
-    prompt = _prompt(args.prompt, tok)
-    n_prompt = len(prompt)
-    ctx = model.config.block_size
-    if n_prompt > ctx:
-        raise InputError(f"the prompt is {n_prompt} tokens, longer than the model's context of {ctx}")
-    try:
-        gen = GenerationConfig(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
-                               top_p=args.top_p, seed=args.seed,
-                               stop_tokens=(tok.eos_id,) if tok.eos_id is not None else ())
-    except ValueError as exc:
-        raise InputError(str(exc)) from None
-    if args.seed is not None:
-        torch.manual_seed(args.seed)
-    texts = generate_text(model, tok, [prompt] * args.num_samples, gen, device=args.device, context=ctx)
+    generator: Generator = load_lm(args).inference
+    texts = generator.generate(args.prompt, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+                               top_k=args.top_k, top_p=args.top_p, seed=args.seed, num_samples=args.num_samples)
     for i, text in enumerate(texts):
         if i:
             print("\n---------------")
@@ -270,14 +146,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    model, tok = load_lm(args)
-    text = read_text(args.text)
-    ids = np.asarray(tok.encode(text), dtype=np.int64)
-    train_ids, val_ids = split_ids(ids, args.val_fraction)
-    ids = {"all": ids, "train": train_ids, "val": val_ids}[args.split]
-    if len(ids) < 2:
-        raise InputError(f"{args.text}: the {args.split} split has fewer than 2 tokens")
-    ev = evaluate_lm(model, ids, model.config.block_size, max(args.batch_size, 1))
+    generator: Generator = load_lm(args).inference
+    ev = generator.evaluate(args.text, args.split, args.val_fraction, args.batch_size)
     if args.json:
         print(json.dumps(ev._asdict()))
     else:

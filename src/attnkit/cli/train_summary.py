@@ -9,6 +9,7 @@ from pathlib import Path
 
 from torch import nn
 
+from attnkit.models.params import num_parameters
 from attnkit.training import TrainConfig, TrainTask, train
 
 
@@ -18,7 +19,7 @@ def train_and_summarise(
     """Print ``attnkit: {announce}`` to stderr, with ``{params}`` replaced by the parameter count in millions
     (``1.2M``); train ``model`` on ``task`` into ``run``; print ``step N (stop reason)``, followed by
     ``: summarise(final evaluation)`` when the run ended with one. Returns the command's exit code, 0."""
-    params = f"{sum(p.numel() for p in model.parameters()) / 1e6:.1f}M"
+    params = f"{num_parameters(model) / 1e6:.1f}M"
     print("attnkit: " + announce.replace("{params}", params), file=sys.stderr)
     result = train(task, model, cfg, run)
     line = f"step {result.step} ({result.stop_reason})"

@@ -21,17 +21,25 @@ import torch
 
 from attnkit.data.lines import decode_lines
 from attnkit.data.parallel import read_parallel, resolve_data
-from attnkit.errors import CheckpointError, InputError
+from attnkit.errors import InputError
 from attnkit.evaluation.bleu import corpus_scores
+from attnkit.models.params import num_parameters
 from attnkit.models.rnn import CELLS as RNN_CELLS
 from attnkit.models.rnn import SCORES as RNN_SCORES
 from attnkit.models.rnn import RNNSeq2SeqConfig
-from attnkit.models.seq2seq import ARCHS, FAMILY, TranslationTask, finalize_weights, load_run
-from attnkit.models.seq2seq import build_model as build_translation_model
 from attnkit.models.transformer import PRESETS, TransformerConfig
-from attnkit.tokenizers.subword import SubwordTokenizer, tokenizer_files
+from attnkit.tasks.runs import open_run
+from attnkit.tasks.translation import (
+    ARCHS,
+    FAMILY,
+    check_run_family,
+    corpus_task,
+    finalize_weights,
+    run_meta,
+    run_tokenizers,
+)
+from attnkit.tasks.translation import build_model as build_translation_model
 from attnkit.training import TrainConfig, add_train_args, train, train_config_from_args
-from attnkit.training.checkpoint import RUN_FILE, read_meta_file
 
 TRAIN_DEFAULTS = TrainConfig(max_steps=100000, lr=1e-3, warmup=1000, schedule="inverse_sqrt", clip_norm=1.0,
                              eval_every=500, ckpt_every=500, keep_last=5, log_every=50)
@@ -123,18 +131,6 @@ def _rnn_config(args: argparse.Namespace, src_vocab: int, tgt_vocab: int) -> dic
     return {**cfg.to_dict(), "max_len": args.max_len}
 
 
-def _tokenizers(args, out: Path, train_src: list[str], train_tgt: list[str]):  # noqa: ANN001, ANN202
-    """Load the run's tokenizers when resuming, else train them on the training data."""
-    joint = not args.separate_vocab
-    src_file, tgt_file = tokenizer_files(args.src, args.tgt, joint)
-    if (out / RUN_FILE).is_file() and (out / src_file).is_file() and (out / tgt_file).is_file():
-        return SubwordTokenizer.load(out / src_file), SubwordTokenizer.load(out / tgt_file)
-    if joint:
-        tok = SubwordTokenizer.train(train_src + train_tgt, args.vocab_size)
-        return tok, tok
-    return SubwordTokenizer.train(train_src, args.vocab_size), SubwordTokenizer.train(train_tgt, args.vocab_size)
-
-
 def _check_train_args(args: argparse.Namespace) -> None:
     """InputError for out-of-range flags (they would fail deep inside the model or the loss)."""
     checks = [("--max-tokens", args.max_tokens, args.max_tokens >= 1, ">= 1"),
@@ -155,10 +151,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     out = Path(args.out)
-    if (out / RUN_FILE).is_file():
-        old = read_meta_file(out / RUN_FILE)
-        if old.get("family") != FAMILY:
-            raise CheckpointError(f"{out}: run of a {old.get('family')!r} model, not a translation model")
+    check_run_family(out)
     data = resolve_data(args.data, (args.src, args.tgt))
     corpus = read_parallel(data, args.train_split, args.src, args.tgt)
     if args.max_train_lines:
@@ -169,25 +162,17 @@ def cmd_train(args: argparse.Namespace) -> int:
         val = read_parallel(data, args.val_split, args.src, args.tgt)
     except InputError:
         val = None
-    src_tok, tgt_tok = _tokenizers(args, out, corpus.src, corpus.tgt)
-    if (out / RUN_FILE).is_file():
-        meta = {k: v for k, v in read_meta_file(out / RUN_FILE).items() if k not in ("attnkit_version",)}
-    else:
-        meta = {"arch": args.arch, "src": args.src, "tgt": args.tgt, "joint": not args.separate_vocab,
-                "model_config": _model_config(args, src_tok.vocab_size, tgt_tok.vocab_size)}
-    meta.pop("family", None)
+    joint = not args.separate_vocab
+    src_tok, tgt_tok = run_tokenizers(out, args.src, args.tgt, joint, args.vocab_size, corpus.src, corpus.tgt)
+    meta = run_meta(out, lambda: {"arch": args.arch, "src": args.src, "tgt": args.tgt, "joint": joint,
+                                  "model_config": _model_config(args, src_tok.vocab_size, tgt_tok.vocab_size)})
     model = build_translation_model(meta["arch"], meta["model_config"])
-    max_len = int(meta["model_config"]["max_len"])
-    src_ids = [s[:max_len] for s in src_tok.encode_batch(corpus.src)]
-    tgt_ids = [t[: max_len - 1] for t in tgt_tok.encode_batch(corpus.tgt)]
     cfg = train_config_from_args(args, max_tokens=args.max_tokens, vocab_size=args.vocab_size,
                                  label_smoothing=args.label_smoothing)
-    task = TranslationTask(src_ids, tgt_ids, args.max_tokens, cfg.seed, args.label_smoothing,
-                           {**meta, "max_len": max_len}, src_tok, tgt_tok,
-                           val.src if val else [], val.tgt if val else [], args.val_bleu_n)
-    params = sum(p.numel() for p in model.parameters())
-    print(f"attnkit: {meta['arch']} with {params / 1e6:.2f}M parameters, {len(corpus)} training pairs, "
-          f"vocabulary {src_tok.vocab_size}/{tgt_tok.vocab_size}", file=sys.stderr)
+    task = corpus_task(corpus.src, corpus.tgt, val.src if val else [], val.tgt if val else [], meta, src_tok,
+                       tgt_tok, args.max_tokens, cfg.seed, args.label_smoothing, args.val_bleu_n)
+    print(f"attnkit: {meta['arch']} with {num_parameters(model) / 1e6:.2f}M parameters, {len(corpus)} training "
+          f"pairs, vocabulary {src_tok.vocab_size}/{tgt_tok.vocab_size}", file=sys.stderr)
     result = train(task, model, cfg, out)
     n = finalize_weights(out, model, args.average_last)
     print(f"attnkit: stopped at step {result.step} ({result.stop_reason}); {out / 'model.safetensors'} = "
@@ -201,7 +186,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     if args.beam < 1:
         raise InputError(f"--beam must be >= 1, got {args.beam}")
-    translator = load_run(args.run_dir)
+    translator = open_run(args.run_dir, family=FAMILY).inference
     lines = decode_lines(sys.stdin.buffer.read(), "standard input")
     outputs = translator.translate(lines, beam_size=args.beam, length_penalty=args.length_penalty, warn=True)
     for line in outputs:
@@ -213,7 +198,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     if any(b < 1 for b in args.beam):
         raise InputError(f"--beam sizes must be >= 1, got {args.beam}")
-    translator = load_run(args.run_dir)
+    translator = open_run(args.run_dir, family=FAMILY).inference
     meta = translator.meta
     corpus = read_parallel(resolve_data(args.data, (meta["src"], meta["tgt"])), args.split, meta["src"], meta["tgt"])
     if len(corpus) == 0:

@@ -8,14 +8,15 @@ and the padding of id lists into tensors (:func:`pad_sequences`).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
 
 from attnkit.data.resumable import token_batches
 
-__all__ = ["pad_sequences", "sorted_batches", "token_batches"]
+__all__ = ["LazyBatches", "pad_sequences", "sorted_batches", "token_batches"]
 
 
 def pad_sequences(seqs: Sequence[Sequence[int]], pad_id: int = 0, *, bos: int | None = None,
@@ -50,3 +51,17 @@ def sorted_batches(lengths: Sequence[int], max_tokens: int, max_batch: int | Non
     if current:
         batches.append(current)
     return batches
+
+
+class LazyBatches(Sequence):
+    """An epoch's batches for the training loop, built when the loop asks for one (index lists are
+    cheap, tensors are not): item ``i`` is ``build(i, groups[i])``."""
+
+    def __init__(self, groups: list[list[int]], build: Callable[[int, list[int]], Any]) -> None:
+        self.groups, self.build = groups, build
+
+    def __len__(self) -> int:
+        return len(self.groups)
+
+    def __getitem__(self, i: int) -> Any:  # type: ignore[override]
+        return self.build(i, self.groups[i])

@@ -7,6 +7,8 @@ Every reader reports bytes that are not UTF-8 in the same words,
 
 from __future__ import annotations
 
+import gzip
+import zlib
 from pathlib import Path
 
 from attnkit.errors import InputError
@@ -43,9 +45,15 @@ def decode_lines(data: bytes, source: str) -> list[str]:
 
 
 def read_lines(path: str | Path) -> list[str]:
-    """The lines of a UTF-8 text file (InputError if missing or not UTF-8)."""
+    """The lines of a UTF-8 text file, gzip-compressed when its name ends in ``.gz`` (InputError if missing,
+    unreadable or not UTF-8)."""
+    path = Path(path)
     try:
-        data = Path(path).read_bytes()
+        data = path.read_bytes()
+        if path.suffix == ".gz":
+            data = gzip.decompress(data)
     except OSError as exc:
-        raise InputError(f"{path}: cannot read ({exc.strerror})") from None
+        raise InputError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    except (EOFError, zlib.error) as exc:
+        raise InputError(f"{path}: cannot read ({exc})") from None
     return decode_lines(data, str(path))

@@ -1,21 +1,21 @@
 """Parallel corpora for translation: Multi30k or any pair of aligned text files.
 
 A corpus directory holds ``{split}.{lang}`` or ``{split}.{lang}.gz`` files with one sentence per line
-(Multi30k: splits ``train``, ``val``, ``test_2016_flickr``; languages ``de``, ``en``, ``fr``, ``cs``).
+(Multi30k: splits ``train``, ``val``, ``test_2016_flickr``; languages ``de``, ``en``, ``fr``, ``cs``), read
+by :func:`attnkit.data.lines.read_lines`.
 ``--data multi30k`` means a cache directory (``$ATTNKIT_CACHE`` or ``~/.cache/attnkit``) ``/multi30k``
 where the official raw files are downloaded when missing.
 """
 
 from __future__ import annotations
 
-import gzip
 import os
 import shutil
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from attnkit.data.lines import decode_lines
+from attnkit.data.lines import read_lines  # gzip or plain, one error wording for every reader
 from attnkit.errors import InputError
 
 MULTI30K_URL = "https://raw.githubusercontent.com/multi30k/dataset/master/data/task1/raw/{split}.{lang}.gz"
@@ -31,19 +31,6 @@ class ParallelCorpus:
 
     def __len__(self) -> int:
         return len(self.src)
-
-
-def read_lines(path: str | Path) -> list[str]:
-    """The lines of a text file (gzip when the name ends in .gz), as :func:`attnkit.data.lines.decode_lines`
-    splits them; UTF-8 required."""
-    path = Path(path)
-    try:
-        raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
-    except FileNotFoundError:
-        raise InputError(f"no such file: {path}") from None
-    except (OSError, EOFError, gzip.BadGzipFile) as exc:
-        raise InputError(f"cannot read {path}: {exc}") from None
-    return decode_lines(raw, str(path))
 
 
 def find_split_file(data_dir: str | Path, split: str, lang: str) -> Path:

@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from attnkit.layers.blocks import TransformerLayer
 from attnkit.layers.embeddings import Embeddings
+from attnkit.models.params import num_parameters
 
 BASELINES = ("cnn", "lstm", "gru", "mlp", "maxpool", "gating", "attention")
 
@@ -130,10 +131,6 @@ def _factory(name: str, vocab: int, classes: int, max_len: int, cnn_depth: int, 
     raise ValueError(f"unknown baseline {name!r}; choose from {BASELINES}")
 
 
-def count_parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-
 def build_baseline(name: str, vocab: int, classes: int, max_len: int, budget: int = 40_000, *,
                    cnn_depth: int = 2, cnn_kernel: int = 3) -> nn.Module:
     """The model ``name`` (one of BASELINES) with the width whose parameter count is closest to ``budget``
@@ -141,7 +138,7 @@ def build_baseline(name: str, vocab: int, classes: int, max_len: int, budget: in
     make = _factory(name, vocab, classes, max_len, cnn_depth, cnn_kernel)
     best, best_gap = None, None
     for w in range(1, 257):
-        n = count_parameters(make(w)) if name != "mlp" else (max_len * 8 + 1) * w + vocab * 8 + (w + 1) * classes
+        n = num_parameters(make(w)) if name != "mlp" else (max_len * 8 + 1) * w + vocab * 8 + (w + 1) * classes
         gap = abs(n - budget)
         if best_gap is None or gap < best_gap:
             best, best_gap = w, gap

@@ -25,19 +25,12 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from attnkit.attention import (
-    AdditiveScore,
-    BilinearScore,
-    DotScore,
-    HardAttention,
-    ScaledDotScore,
-    Score,
-    SoftAttention,
-    reinforce_loss,
-)
+from attnkit.attention import HardAttention, SoftAttention, reinforce_loss
+from attnkit.attention.scoring import make_score
 from attnkit.config_io import JsonConfig
 from attnkit.layers.dropout import Dropout
-from attnkit.training.losses import LossSum, smoothed_cross_entropy
+from attnkit.layers.losses import LossSum, smoothed_cross_entropy
+from attnkit.models.params import num_parameters
 
 CELLS = ("gru", "lstm")
 SCORES = ("additive", "dot", "scaled_dot", "bilinear", "hard")
@@ -89,19 +82,6 @@ class RNNSeq2SeqConfig(JsonConfig, family="RNN", presets=("tiny", "small", "base
     def base(cls, **kw) -> RNNSeq2SeqConfig:
         """Close to Luong et al.'s 1000-unit models, scaled down: 2 layers of 512."""
         return cls(**{**dict(d_emb=512, d_hidden=512, num_layers=2, dropout=0.2), **kw})
-
-
-def make_score(name: str, query_dim: int, key_dim: int) -> Score:
-    """The scoring function ``name`` for queries [.., query_dim] and keys [.., key_dim]."""
-    if name == "additive":
-        return AdditiveScore(query_dim, key_dim, query_dim)
-    if name == "dot":
-        return DotScore()
-    if name == "scaled_dot":
-        return ScaledDotScore()
-    if name == "bilinear":
-        return BilinearScore(query_dim, key_dim)
-    raise ValueError(f"unknown scoring function {name!r}; choose from {SCORES[:-1]}")
 
 
 class Memory(NamedTuple):
@@ -225,7 +205,7 @@ class RNNSeq2Seq(nn.Module):
         return RNNSession(self, self.encode(src))
 
     def num_parameters(self) -> int:
-        return sum(p.numel() for p in self.parameters())
+        return num_parameters(self)
 
 
 class RNNSession:

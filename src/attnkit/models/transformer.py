@@ -23,8 +23,8 @@ from attnkit.attention.masks import padding_mask
 from attnkit.config_io import JsonConfig
 from attnkit.layers import Embeddings, LayerCache, LayerStack, StackOutput, TransformerLayer
 from attnkit.layers.linear import use_gemv_linears
+from attnkit.layers.losses import LossSum, smoothed_cross_entropy
 from attnkit.models.params import num_parameters
-from attnkit.training.losses import LossSum, smoothed_cross_entropy
 
 PRESETS = ("base", "big", "small", "tiny")
 

@@ -61,6 +61,7 @@ Semantics
 """
 
 from attnkit.data.resumable import BatchStream, DataPosition, epoch_permutation, epoch_rng, token_batches
+from attnkit.layers.losses import LossSum, smoothed_cross_entropy
 from attnkit.training.checkpoint import (
     latest_checkpoint,
     list_checkpoints,
@@ -73,7 +74,6 @@ from attnkit.training.checkpoint import (
 from attnkit.training.config import TrainConfig, add_train_args, train_config_from_args
 from attnkit.training.distributed import is_main_process
 from attnkit.training.loop import TrainingDivergedError, TrainResult, TrainTask, move_to, train
-from attnkit.training.losses import LossSum, smoothed_cross_entropy
 from attnkit.training.optim import build_optimizer
 from attnkit.training.schedules import Schedule, build_scheduler, noam_peak_lr
 

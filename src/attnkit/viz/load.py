@@ -6,7 +6,6 @@ or RNN), BERT runs, and Hugging Face GPT-2 or BERT directories.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ import torch
 from torch import nn
 
 from attnkit.errors import CheckpointError, InputError
+from attnkit.tasks.runs import open_run
 from attnkit.viz.weights import AttentionMaps, bert_weights, gpt_weights, rnn_weights, to_maps, transformer_weights
 
 
@@ -29,49 +29,19 @@ class Viewable:
     extra: Any = None  # translation: the Translator (target tokenizer, decoding)
 
 
+# The viewer's kind of each run family (see attnkit.tasks.runs): what attention it has, how text is read.
+VIEWS = {"translation": "translation", "gpt": "gpt", "bert": "bert", "bert-mlm": "bert", "bert-classify": "bert"}
+
+
 def open_model(path: str | Path) -> Viewable:
-    """An attnkit run directory (run.json) or a Hugging Face directory (config.json)."""
-    path = Path(path)
-    if not path.is_dir():
-        raise CheckpointError(f"{path}: no such run or model directory")
-    if (path / "run.json").is_file():
-        meta = json.loads((path / "run.json").read_text())
-        family = meta.get("family")
-        if family == "translation":
-            from attnkit.models.seq2seq import load_run
-
-            translator = load_run(path)
-            return Viewable("translation", translator.model.eval(), translator.src_tok, translator)
-        if family in ("bert-mlm", "bert-classify"):
-            from attnkit.models.bert_tasks import load_run as load_bert_run
-
-            model, tok, _ = load_bert_run(path)
-            return Viewable("bert", model.eval(), tok)
-        if family == "gpt":
-            import argparse
-
-            from attnkit.cli.lm import load_lm
-
-            model, tok = load_lm(argparse.Namespace(run_dir=path, hf=None, device="cpu"))
-            return Viewable("gpt", model.eval(), tok)
-        raise CheckpointError(f"{path}: 'attnkit viz' cannot show a {family!r} run (translation, GPT and BERT "
+    """An attnkit run directory (run.json) or a Hugging Face directory (config.json), through
+    :func:`attnkit.tasks.runs.open_run`."""
+    run = open_run(path)
+    view = VIEWS.get(run.family)
+    if view is None:
+        raise CheckpointError(f"{path}: 'attnkit viz' cannot show a {run.family!r} run (translation, GPT and BERT "
                               "runs, and Hugging Face GPT-2 / BERT directories, are supported)")
-    if (path / "config.json").is_file():
-        model_type = json.loads((path / "config.json").read_text()).get("model_type")
-        if model_type == "gpt2":
-            from attnkit.models.hf.gpt2 import load_gpt2
-
-            model, tok = load_gpt2(path)
-            if tok is None:
-                raise CheckpointError(f"{path}: no tokenizer files beside the GPT-2 weights")
-            return Viewable("gpt", model.eval(), tok)
-        if model_type == "bert":
-            from attnkit.models.bert import BERT
-            from attnkit.tokenizers.wordpiece import WordPiece
-
-            return Viewable("bert", BERT.from_hf(path).eval(), WordPiece.from_dir(path))
-        raise CheckpointError(f"{path}: model_type {model_type!r} is not a GPT-2 or BERT model")
-    raise CheckpointError(f"{path}: neither an attnkit run (run.json) nor a Hugging Face directory (config.json)")
+    return Viewable(view, run.model.eval(), run.tokenizer, run.inference if view == "translation" else None)
 
 
 def _labels(tokenizer: Any, ids: list[int]) -> list[str]:

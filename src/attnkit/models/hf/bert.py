@@ -21,6 +21,7 @@ from attnkit.models.bert import (
     BERTForTokenClassification,
 )
 from attnkit.models.hf.common import read_config, read_state_dict, write_model_dir
+from attnkit.tokenizers.wordpiece import WordPiece
 
 # attnkit name (inside a BERT encoder) <- Hugging Face name (inside BertModel), per layer and global.
 _LAYER = {
@@ -169,8 +170,10 @@ def state_to_hf(model: nn.Module) -> dict[str, Tensor]:
     return {t: ours[o] for o, t in _full_pairs(model, hf_prefix)}
 
 
-def load_bert(path: str | Path, cls: type[nn.Module], num_labels: int | None = None) -> nn.Module:
-    """Build ``cls`` (BERT or a BERT-with-head class) from a Hugging Face directory, in eval mode."""
+def load_bert(path: str | Path, cls: type[nn.Module] = BERT,
+              num_labels: int | None = None) -> tuple[nn.Module, WordPiece | None]:
+    """``cls`` (BERT or a BERT-with-head class) from a Hugging Face directory, in eval mode, and the
+    directory's WordPiece tokenizer (tokenizer.json or vocab.txt; None when it has neither)."""
     path = Path(path)
     config = config_from_hf(read_config(path), path / "config.json")
     state = read_state_dict(path)
@@ -182,10 +185,11 @@ def load_bert(path: str | Path, cls: type[nn.Module], num_labels: int | None = N
     else:
         model = cls(config)
     state_from_hf(model, state, path)
-    return model.eval()
+    has_tokenizer = (path / "tokenizer.json").is_file() or (path / "vocab.txt").is_file()
+    return model.eval(), WordPiece.from_dir(path) if has_tokenizer else None
 
 
-def save_bert(model: nn.Module, path: str | Path, tokenizer=None) -> None:  # noqa: ANN001
+def save_bert(model: nn.Module, path: str | Path, tokenizer: WordPiece | None = None) -> None:
     """Write ``config.json`` + ``model.safetensors`` loadable by ``transformers``' matching Bert class,
     and the tokenizer's files (a :class:`~attnkit.tokenizers.wordpiece.WordPiece`) if given."""
     arch = {

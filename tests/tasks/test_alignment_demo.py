@@ -1,8 +1,9 @@
 import pytest
 import torch
 
+from attnkit.attention.scoring import make_score
 from attnkit.cli.main import main
-from attnkit.demos.alignment import make_batch, make_score, train_alignment
+from attnkit.tasks.demo import make_batch, train_alignment
 
 
 def test_batch_answer_is_the_value_paired_with_the_query_key():

@@ -1,4 +1,5 @@
-"""Translation with any encoder-decoder of attnkit: the model factory, the training task, the translator.
+"""Translation with any encoder-decoder of attnkit: the model factory, the training task, the translator
+and the run format.
 
 Every architecture (``transformer``; ``rnn`` from :mod:`attnkit.models.rnn`) offers ``forward(src, tgt_in)
 -> logits`` and ``start_decoding(src) -> DecoderSession``, so training (through
@@ -7,13 +8,14 @@ Every architecture (``transformer``; ``rnn`` from :mod:`attnkit.models.rnn`) off
 A translation run directory holds ``run.json`` (family ``translation``, architecture, languages, model
 config), ``config.json`` (the model config), the tokenizer(s), ``model.safetensors`` (the final weights,
 optionally the average of the last checkpoints), ``metrics.jsonl`` and ``checkpoints/`` (exact resume).
+:func:`load_run` opens one; it is registered with :func:`attnkit.tasks.runs.open_run`.
 """
 
 from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
@@ -21,24 +23,27 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
-from attnkit.data.batching import pad_sequences, sorted_batches, token_batches
+from attnkit.data.batching import LazyBatches, pad_sequences, sorted_batches, token_batches
 from attnkit.decoding.beam import BeamConfig, beam_search
 from attnkit.decoding.generate import GenerationConfig, generate
 from attnkit.errors import CheckpointError
 from attnkit.evaluation.bleu import corpus_scores
+from attnkit.layers.losses import smoothed_cross_entropy
+from attnkit.models.rnn import RNNSeq2Seq, RNNSeq2SeqConfig
 from attnkit.models.transformer import Transformer, TransformerConfig
+from attnkit.tasks.runs import Run, register_run_family
 from attnkit.tokenizers.subword import BOS_ID, EOS_ID, PAD_ID, SubwordTokenizer, tokenizer_files
 from attnkit.training.checkpoint import (
     MODEL_FILE,
     RUN_FILE,
     atomic_write_bytes,
     list_checkpoints,
+    load_model_weights,
     load_weights_into,
     read_meta_file,
     read_weights,
     weights_to_bytes,
 )
-from attnkit.training.losses import smoothed_cross_entropy
 
 FAMILY = "translation"
 ARCHS = ("transformer", "rnn")
@@ -49,8 +54,6 @@ def build_model(arch: str, config: dict) -> nn.Module:
     if arch == "transformer":
         return Transformer(TransformerConfig.from_dict(config))
     if arch == "rnn":
-        from attnkit.models.rnn import RNNSeq2Seq, RNNSeq2SeqConfig
-
         return RNNSeq2Seq(RNNSeq2SeqConfig.from_dict(config))
     raise CheckpointError(f"unknown translation architecture {arch!r} (known: {', '.join(ARCHS)})")
 
@@ -67,17 +70,6 @@ def make_batch(src_ids: Sequence[Sequence[int]], tgt_ids: Sequence[Sequence[int]
     tgt_in = pad_sequences([tgt_ids[i] for i in idx], PAD_ID, bos=BOS_ID)
     tgt_out = pad_sequences([tgt_ids[i] for i in idx], PAD_ID, eos=EOS_ID)
     return Batch(src, tgt_in, tgt_out)
-
-
-class _LazyBatches(Sequence):
-    def __init__(self, task: TranslationTask, groups: list[list[int]]) -> None:
-        self.task, self.groups = task, groups
-
-    def __len__(self) -> int:
-        return len(self.groups)
-
-    def __getitem__(self, i):  # type: ignore[override]
-        return self.task.make_batch(self.groups[i])
 
 
 @dataclass
@@ -109,7 +101,8 @@ class TranslationTask:
         return make_batch(self.src_ids, self.tgt_ids, idx)
 
     def batches(self, epoch: int) -> Sequence[Batch]:
-        return _LazyBatches(self, token_batches(self.lengths, self.max_tokens, self.seed, epoch))
+        groups = token_batches(self.lengths, self.max_tokens, self.seed, epoch)
+        return LazyBatches(groups, lambda _, idx: self.make_batch(idx))
 
     def count(self, batch: Batch) -> int:
         return int((batch.tgt_out != PAD_ID).sum())
@@ -149,6 +142,50 @@ class TranslationTask:
 
     def save_extra(self, run_dir: Path) -> None:
         save_run_files(run_dir, self.meta, self.src_tok, self.tgt_tok)
+
+
+def check_run_family(out: Path) -> None:
+    """CheckpointError when ``out`` is a run of another family (training would overwrite it)."""
+    if (out / RUN_FILE).is_file():
+        old = read_meta_file(out / RUN_FILE)
+        if old.get("family") != FAMILY:
+            raise CheckpointError(f"{out}: run of a {old.get('family')!r} model, not a translation model")
+
+
+def run_tokenizers(out: Path, src: str, tgt: str, joint: bool, vocab_size: int, train_src: list[str],
+                   train_tgt: list[str]) -> tuple[SubwordTokenizer, SubwordTokenizer]:
+    """The run's tokenizers when resuming, else BPE trained on the training data (one joint or one per
+    language)."""
+    src_file, tgt_file = tokenizer_files(src, tgt, joint)
+    if (out / RUN_FILE).is_file() and (out / src_file).is_file() and (out / tgt_file).is_file():
+        return SubwordTokenizer.load(out / src_file), SubwordTokenizer.load(out / tgt_file)
+    if joint:
+        tok = SubwordTokenizer.train(train_src + train_tgt, vocab_size)
+        return tok, tok
+    return SubwordTokenizer.train(train_src, vocab_size), SubwordTokenizer.train(train_tgt, vocab_size)
+
+
+def run_meta(out: Path, fresh: Callable[[], dict]) -> dict:
+    """The metadata of the run in ``out`` (architecture, languages, model config) when it has one, else
+    ``fresh()``; without the family and version, which the training loop writes."""
+    if (out / RUN_FILE).is_file():
+        meta = {k: v for k, v in read_meta_file(out / RUN_FILE).items() if k != "attnkit_version"}
+    else:
+        meta = fresh()
+    meta.pop("family", None)
+    return meta
+
+
+def corpus_task(src: list[str], tgt: list[str], val_src: list[str], val_tgt: list[str], meta: dict,
+                src_tok: SubwordTokenizer, tgt_tok: SubwordTokenizer, max_tokens: int, seed: int, smoothing: float,
+                val_bleu_n: int) -> TranslationTask:
+    """The training task of sentence pairs, cut to the model's maximum length (the target keeps room for
+    BOS/EOS)."""
+    max_len = int(meta["model_config"]["max_len"])
+    src_ids = [s[:max_len] for s in src_tok.encode_batch(src)]
+    tgt_ids = [t[: max_len - 1] for t in tgt_tok.encode_batch(tgt)]
+    return TranslationTask(src_ids, tgt_ids, max_tokens, seed, smoothing, {**meta, "max_len": max_len}, src_tok,
+                           tgt_tok, val_src, val_tgt, val_bleu_n)
 
 
 def save_run_files(run_dir: Path, meta: dict, src_tok: SubwordTokenizer, tgt_tok: SubwordTokenizer) -> None:
@@ -248,10 +285,16 @@ def load_run(run_dir: str | Path) -> Translator:
     if weights.is_file():
         load_weights_into(model, read_weights(weights), weights)
     else:
-        from attnkit.training.checkpoint import load_model_weights
-
         load_model_weights(model, run_dir, FAMILY)
     src_file, tgt_file = tokenizer_files(meta["src"], meta["tgt"], meta["joint"])
     src_tok = SubwordTokenizer.load(run_dir / src_file)
     tgt_tok = SubwordTokenizer.load(run_dir / tgt_file)
     return Translator(model.eval(), src_tok, tgt_tok, int(meta["model_config"].get("max_len", 256)), meta)
+
+
+@register_run_family(FAMILY)
+def open_translation_run(run_dir: Path) -> Run:
+    """The :class:`~attnkit.tasks.runs.Run` of a translation run directory (see :func:`load_run`)."""
+    translator = load_run(run_dir)
+    return Run(FAMILY, Path(run_dir), translator.model, translator.src_tok, translator, translator.meta,
+               target_tokenizer=translator.tgt_tok)

@@ -1,7 +1,8 @@
 """Label-smoothed cross-entropy that ignores padding, returned as a *sum* with its token count.
 
 The training loop divides the sum over all micro-batches (and all processes) by the total count, so the
-loss is a mean per target token whatever the batching (see :mod:`attnkit.training.loop`).
+loss is a mean per target token whatever the batching (see :mod:`attnkit.training.loop`). It lives with
+the layers so that models (``Transformer.loss_sum``) and tasks use it without importing the trainer.
 
 Label smoothing (Szegedy et al. 2016; used by the Transformer paper with eps = 0.1) replaces the one-hot
 target by ``(1 - eps) * onehot + eps / V`` (PyTorch's convention: the smoothing mass is spread over all V

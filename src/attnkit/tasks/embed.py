@@ -3,7 +3,8 @@
 Speed comes from handling variable lengths well, not from a different model: sentences are sorted by
 length and grouped so that a batch holds sentences of one length whenever possible (no padding, no mask,
 so SDPA runs its unmasked kernel); mixed-length batches are padded only to their own longest sentence.
-Everything runs under ``torch.inference_mode``.
+Everything runs under ``torch.inference_mode``. :class:`Embedder` is the inference object of every BERT
+:class:`~attnkit.tasks.runs.Run` (``run.embed(texts)``).
 """
 
 from __future__ import annotations
@@ -72,7 +73,24 @@ def embed_sentences(
         ids, mask = tokenizer.pad([enc.ids[i] for i in batch])  # (b, T)
         if bool(mask.all()):
             mask = None  # one length: no padding, no mask
-        hidden = bert.encode(ids, mask)  # (b, T, E)
+        hidden = bert.encode(ids, mask).hidden  # (b, T, E)
         out[batch] = mean_pool(hidden, mask, normalize).float()
     bert.train(was_training)
     return Embedded(out, enc.truncated, enc.unknown)
+
+
+class Embedder:
+    """Sentence embeddings with a BERT (or BERT-with-head) model and its WordPiece tokenizer."""
+
+    def __init__(self, model: nn.Module, tokenizer: WordPiece) -> None:
+        self.model, self.tokenizer = model, tokenizer
+
+    @property
+    def max_positions(self) -> int:
+        return encoder_of(self.model).config.max_positions
+
+    def embed(self, texts: Sequence[str], *, batch_size: int = 32, max_length: int | None = None,
+              normalize: bool = True) -> Embedded:
+        """See :func:`embed_sentences`."""
+        return embed_sentences(self.model, self.tokenizer, texts, batch_size=batch_size, max_length=max_length,
+                               normalize=normalize)
