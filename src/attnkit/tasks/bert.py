@@ -27,6 +27,7 @@ from attnkit.data.lines import read_lines
 from attnkit.data.mlm import IGNORE, batch_generator, mask_tokens
 from attnkit.data.resumable import epoch_rng, token_batches
 from attnkit.data.tsv import LabelledText, holdout_split, read_tsv
+from attnkit.derived import frozen_weights
 from attnkit.errors import CheckpointError, InputError
 from attnkit.evaluation.accuracy import accuracy
 from attnkit.models.bert import BERT, BERTConfig, BERTForMaskedLM, BERTForSequenceClassification
@@ -155,7 +156,7 @@ def predict(
     preds = [0] * len(ids)
     total = 0.0
     device = next(model.parameters()).device
-    with torch.inference_mode():
+    with torch.inference_mode(), frozen_weights():
         for s in range(0, len(order), batch_size):
             group = order[s : s + batch_size]
             x, attn = tok.pad([ids[j] for j in group])

@@ -15,6 +15,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
+from attnkit.derived import frozen_weights
 from attnkit.models.bert import BERT, mean_pool
 from attnkit.tokenizers.wordpiece import WordPiece
 
@@ -52,6 +53,7 @@ def encoder_of(model: nn.Module) -> BERT:
 
 
 @torch.inference_mode()
+@frozen_weights()  # the weights' derived copies are made once for all batches
 def embed_sentences(
     model: nn.Module,
     tokenizer: WordPiece,

@@ -26,6 +26,7 @@ from torch import Tensor, nn
 from attnkit.data.batching import LazyBatches, pad_sequences, sorted_batches, token_batches
 from attnkit.decoding.beam import BeamConfig, beam_search
 from attnkit.decoding.generate import GenerationConfig, generate
+from attnkit.derived import frozen_weights
 from attnkit.errors import CheckpointError
 from attnkit.evaluation.bleu import corpus_scores
 from attnkit.layers.losses import smoothed_cross_entropy
@@ -234,6 +235,7 @@ class Translator:
         return out
 
     @torch.no_grad()
+    @frozen_weights()  # the weights' derived copies are made once for all batches
     def translate_ids(self, src_ids: Sequence[Sequence[int]], beam_size: int = 1, length_penalty: float = 1.0,
                       max_tokens: int = 3000, extra_len: int = 50) -> list[list[int]]:
         """Source id lists -> target id lists (EOS and padding removed), in the input order."""
