@@ -119,7 +119,7 @@ def part_c(out: Path, texts, y, tr, te, pre_minutes: float, ft_steps: int, ft_mi
     else:
         tok = WordPiece.train(train_text, 8000)
         config = BERTConfig.mini(vocab_size=tok.vocab_size)
-        ids = tok.encode(train_text, max_length=config.max_positions).ids
+        ids = tok.encode(train_text, max_length=config.max_len).ids
         cut = len(ids) - min(2000, len(ids) // 10)  # MLM validation: the last 2,000 training-split sentences
         torch.manual_seed(0)
         mlm = BERTForMaskedLM(config)

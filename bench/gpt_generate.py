@@ -39,7 +39,7 @@ def weight_stream_seconds(model: GPT, batch: int, packed: bool, repeats: int = 5
     No attention, no LayerNorm: a lower bound on the time of one decoding step with that layout."""
     layers = [(a.q_proj, a.k_proj, a.v_proj, a.out_proj, f.fc1, f.fc2)
               for a, f in ((layer.self_attn, layer.ffn) for layer in model.layers)]
-    x = torch.randn(batch, model.config.n_embd)
+    x = torch.randn(batch, model.config.d_model)
 
     def lin(m: torch.nn.Linear, h: torch.Tensor) -> torch.Tensor:
         return m(h) if packed else F.linear(h, m.weight, m.bias)

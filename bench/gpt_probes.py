@@ -119,7 +119,7 @@ def compiled() -> None:
 def estimator(run: Path, draws: int) -> None:
     model = open_run(run, family="gpt").model
     val = np.load(run / "data" / "val.npy").astype(np.int64)
-    t = model.config.block_size
+    t = model.config.max_len
     whole = evaluate_lm(model, val, t, 64).loss
     rng = np.random.default_rng(1234)
     ests = []

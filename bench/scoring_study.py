@@ -55,9 +55,9 @@ def build(name: str, vocab: int, size: str) -> nn.Module:
     width = 96 if size == "toy" else 256
     if name == "transformer":
         width = 64 if size == "toy" else width  # about the RNNs' parameter count
-        cfg = TransformerConfig(src_vocab_size=vocab, tgt_vocab_size=vocab, d_model=width, num_heads=4,
-                                d_ff=2 * width, num_encoder_layers=2 if size == "toy" else 3,
-                                num_decoder_layers=2 if size == "toy" else 3, dropout=0.1, max_len=128)
+        cfg = TransformerConfig(src_vocab_size=vocab, tgt_vocab_size=vocab, d_model=width, n_heads=4,
+                                d_ff=2 * width, n_encoder_layers=2 if size == "toy" else 3,
+                                n_decoder_layers=2 if size == "toy" else 3, dropout=0.1, max_len=128)
         return Transformer(cfg)
     cfg = RNNSeq2SeqConfig(src_vocab_size=vocab, tgt_vocab_size=vocab, d_emb=width, d_hidden=width,
                            cell="gru", score=name.split("-", 1)[1], dropout=0.1)

@@ -71,7 +71,7 @@ class TorchTransformer(nn.Module):
         self.embed = nn.Embedding(c.src_vocab_size, c.d_model, padding_idx=c.pad_id)
         self.register_buffer("pe", sinusoidal_table(c.max_len, c.d_model), persistent=False)
         self.drop = nn.Dropout(c.dropout)
-        self.core = nn.Transformer(c.d_model, c.num_heads, c.num_encoder_layers, c.num_decoder_layers, c.d_ff,
+        self.core = nn.Transformer(c.d_model, c.n_heads, c.n_encoder_layers, c.n_decoder_layers, c.d_ff,
                                    c.dropout, batch_first=True)
         self.core.encoder.norm = None  # attnkit's post-norm model has no final norms
         self.core.decoder.norm = None
@@ -112,9 +112,9 @@ def train_speed(model: nn.Module, batches: list, steps: int) -> float:
 def marian_like(c: TransformerConfig):  # noqa: ANN201
     from transformers import MarianConfig, MarianMTModel
 
-    mc = MarianConfig(vocab_size=c.src_vocab_size, d_model=c.d_model, encoder_layers=c.num_encoder_layers,
-                      decoder_layers=c.num_decoder_layers, encoder_attention_heads=c.num_heads,
-                      decoder_attention_heads=c.num_heads, encoder_ffn_dim=c.d_ff, decoder_ffn_dim=c.d_ff,
+    mc = MarianConfig(vocab_size=c.src_vocab_size, d_model=c.d_model, encoder_layers=c.n_encoder_layers,
+                      decoder_layers=c.n_decoder_layers, encoder_attention_heads=c.n_heads,
+                      decoder_attention_heads=c.n_heads, encoder_ffn_dim=c.d_ff, decoder_ffn_dim=c.d_ff,
                       max_position_embeddings=c.max_len, activation_function="relu", dropout=0.0,
                       attention_dropout=0.0, activation_dropout=0.0, scale_embedding=True, pad_token_id=PAD_ID,
                       eos_token_id=c.eos_id, decoder_start_token_id=BOS_ID, forced_eos_token_id=None,
@@ -252,8 +252,8 @@ def main() -> None:
     else:
         tok = SubwordTokenizer.train(train.src + train.tgt, args.vocab_size)
         cfg = TransformerConfig(src_vocab_size=tok.vocab_size, tgt_vocab_size=tok.vocab_size,
-                                d_model=args.d_model, num_heads=args.heads, d_ff=args.d_ff,
-                                num_encoder_layers=args.layers, num_decoder_layers=args.layers, dropout=0.1)
+                                d_model=args.d_model, n_heads=args.heads, d_ff=args.d_ff,
+                                n_encoder_layers=args.layers, n_decoder_layers=args.layers, dropout=0.1)
     src_ids, tgt_ids = tok.encode_batch(train.src), tok.encode_batch(train.tgt)
     lengths = [max(len(s), len(t) + 1) for s, t in zip(src_ids, tgt_ids, strict=True)]
     batches = [make_batch(src_ids, tgt_ids, b) for b in token_batches(lengths, args.max_tokens, 0, 0)]

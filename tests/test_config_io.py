@@ -94,3 +94,18 @@ def test_unknown_fields_strict_for_gpt_and_bert_dropped_for_seq2seq() -> None:
             cls.from_dict({**cls.preset("tiny").to_dict(), "extra": 1})
     for cls in (TransformerConfig, RNNSeq2SeqConfig):
         assert cls.from_dict({**cls.tiny().to_dict(), "extra": 1}) == cls.tiny()
+
+
+@pytest.mark.parametrize("cls", [TransformerConfig, GPTConfig, BERTConfig])
+def test_one_naming_of_the_shared_sizes_and_both_names_read(cls) -> None:
+    """Issue 14: d_model, n_heads, d_ff, max_len, eps in every Transformer-family config; JSON keeps the
+    names the files were first written with, and a dict under either name loads to the same config."""
+    cfg = cls.preset("tiny")
+    for name in ("d_model", "n_heads", "d_ff", "max_len", "eps"):
+        assert hasattr(cfg, name), name
+    layers = ("n_layers",) if cls is not TransformerConfig else ("n_encoder_layers", "n_decoder_layers")
+    assert all(hasattr(cfg, name) for name in layers)
+    written = cfg.to_dict()
+    assert set(cls.legacy.values()) <= set(written) and not set(cls.legacy) & set(written)
+    current = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cls)}
+    assert cls.from_dict(written) == cls.from_dict(current) == cfg

@@ -10,6 +10,12 @@ its family (for messages) and its presets (the classmethods that build them)::
 
 The JSON is ``dataclasses.asdict`` written with two-space indentation and a final newline, the format of
 every ``config.json`` attnkit has written, so old run directories keep loading.
+
+Every family names the shared sizes alike (``d_model, n_heads, n_layers, d_ff, max_len, eps``). Some
+families' files were first written under other names (GPT's ``n_embd, n_head, n_layer, block_size,
+layer_norm_eps``, GPT-2's own); a config lists them as ``legacy={field: name in the file}``. They are the
+boundary's business only: JSON is written under those names (so files stay byte for byte what every
+attnkit version wrote and reads) and read under either name.
 """
 
 from __future__ import annotations
@@ -36,14 +42,16 @@ class JsonConfig:
     presets: ClassVar[dict[str, str]]
     file_name: ClassVar[str | None]
     strict: ClassVar[bool]
+    legacy: ClassVar[dict[str, str]]
 
     def __init_subclass__(
         cls, family: str, presets: Iterable[str] | Mapping[str, str], file_name: str | None = None,
-        strict: bool = False, **kw: Any,
+        strict: bool = False, legacy: Mapping[str, str] | None = None, **kw: Any,
     ) -> None:
         super().__init_subclass__(**kw)
         cls.family, cls.file_name, cls.strict = family, file_name, strict
         cls.presets = dict(presets) if isinstance(presets, Mapping) else {name: name for name in presets}
+        cls.legacy = dict(legacy or {})
 
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> Self:
@@ -53,13 +61,17 @@ class JsonConfig:
         return getattr(cls, cls.presets[name])(**overrides)
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)  # type: ignore[call-overload]
+        """The JSON object: every field, in order, under its file name (``legacy``) where it has one."""
+        d = dataclasses.asdict(self)  # type: ignore[call-overload]
+        return {self.legacy.get(k, k): v for k, v in d.items()}
 
     @classmethod
     def from_dict(cls, d: dict) -> Self:
         if not isinstance(d, dict):
             raise CheckpointError(f"a {cls.family} configuration must be a JSON object, got {type(d).__name__}")
         names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        current = {old: new for new, old in cls.legacy.items()}
+        d = {current.get(k, k): v for k, v in d.items()}
         unknown = sorted(set(d) - names)
         if unknown and cls.strict:
             raise CheckpointError(f"unknown {cls.family} config fields {unknown}")

@@ -27,7 +27,7 @@ EN = ["a man runs", "a woman sings", "two dogs play", "a child laughs"] * 5
 
 def _translation_run(tmp_path: Path) -> Path:
     tok = SubwordTokenizer.train(DE + EN, vocab_size=80, min_frequency=1)
-    cfg = TransformerConfig.tiny(src_vocab_size=tok.vocab_size, tgt_vocab_size=tok.vocab_size, num_heads=2)
+    cfg = TransformerConfig.tiny(src_vocab_size=tok.vocab_size, tgt_vocab_size=tok.vocab_size, n_heads=2)
     model = Transformer(cfg)
     run = tmp_path / "run"
     meta = {"family": "translation", "arch": "transformer", "src": "de", "tgt": "en", "joint": True,

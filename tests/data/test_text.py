@@ -79,7 +79,7 @@ def test_sequential_blocks_cover_every_target_once() -> None:
 
 def test_perplexity_equals_direct_computation() -> None:
     torch.manual_seed(0)
-    model = GPT(GPTConfig.tiny(vocab_size=30, block_size=8)).double()
+    model = GPT(GPTConfig.tiny(vocab_size=30, max_len=8)).double()
     ids = np.random.default_rng(0).integers(0, 30, 61)
     ev = evaluate_lm(model, ids, block_size=8, batch_size=3)
     total, n = 0.0, 0

@@ -41,11 +41,11 @@ def test_config_json_round_trip_and_presets(tmp_path) -> None:
     cfg = GPTConfig.preset("shakespeare-char", vocab_size=77, dropout=0.1)
     cfg.save(tmp_path / "c.json")
     assert GPTConfig.load(tmp_path / "c.json") == cfg
-    assert (cfg.n_layer, cfg.n_head, cfg.n_embd, cfg.block_size, cfg.vocab_size) == (4, 4, 128, 64, 77)
+    assert (cfg.n_layers, cfg.n_heads, cfg.d_model, cfg.max_len, cfg.vocab_size) == (4, 4, 128, 64, 77)
     with pytest.raises(ValueError, match="unknown GPT preset"):
         GPTConfig.preset("nope")
     with pytest.raises(ValueError, match="multiple of n_head"):
-        GPTConfig(n_embd=10, n_head=3)
+        GPTConfig(d_model=10, n_heads=3)
 
 
 def test_gpt2_preset_has_gpt2_small_parameter_count() -> None:

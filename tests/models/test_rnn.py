@@ -92,7 +92,7 @@ def test_hard_attention_is_one_hot() -> None:
 @pytest.mark.parametrize("score", SCORES)
 def test_step_decoding_equals_full_forward(cell: str, score: str) -> None:
     torch.manual_seed(0)
-    cfg = RNNSeq2SeqConfig.tiny(src_vocab_size=V, tgt_vocab_size=V, cell=cell, score=score, num_layers=2)
+    cfg = RNNSeq2SeqConfig.tiny(src_vocab_size=V, tgt_vocab_size=V, cell=cell, score=score, n_layers=2)
     model = RNNSeq2Seq(cfg).eval()
     src, tin, _ = reverse_batch(3, 2)
     src[0, 5:] = 0  # padding must be ignored both ways

@@ -29,7 +29,7 @@ def _copy_norm(ours: nn.LayerNorm, theirs: nn.LayerNorm) -> None:
 
 def _reference(model: Transformer) -> nn.Transformer:
     c = model.config
-    ref = nn.Transformer(c.d_model, c.num_heads, c.num_encoder_layers, c.num_decoder_layers, c.d_ff, dropout=0.0,
+    ref = nn.Transformer(c.d_model, c.n_heads, c.n_encoder_layers, c.n_decoder_layers, c.d_ff, dropout=0.0,
                          batch_first=True, norm_first=c.norm_first)
     with torch.no_grad():
         for ours, theirs in zip(model.encoder, ref.encoder.layers, strict=True):
@@ -70,7 +70,7 @@ def _batch(vocab: int, b: int = 3, s: int = 7, t: int = 6, seed: int = 0) -> tup
 def test_equals_torch_transformer(norm_first: bool) -> None:
     torch.manual_seed(0)
     cfg = TransformerConfig.tiny(src_vocab_size=50, tgt_vocab_size=50, norm_first=norm_first,
-                                 num_encoder_layers=2, num_decoder_layers=3)
+                                 n_encoder_layers=2, n_decoder_layers=3)
     model = Transformer(cfg).eval()
     ref = _reference(model)
     src, tgt = _batch(50)

@@ -77,7 +77,7 @@ def test_gpt_run(tiny, name: str) -> None:
     tok = TextTokenizer.load(path)
     stop = (tok.eos_id,) if tok.eos_id is not None else ()
     expected = generate_text(model.eval(), tok, ["the dog"], GenerationConfig(max_new_tokens=12, stop_tokens=stop),
-                             context=model.config.block_size)
+                             context=model.config.max_len)
     assert run.generate("the dog", max_new_tokens=12, temperature=0.0) == "the dog" + expected[0]
     with pytest.raises(InputError, match="cannot embed"):
         run.embed(["x"])

@@ -66,7 +66,7 @@ def test_bert_weights_equal_hugging_face(tmp_path: Path) -> None:
 
 def test_transformer_weights_are_each_layers_attention() -> None:
     torch.manual_seed(0)
-    model = Transformer(TransformerConfig.tiny(src_vocab_size=40, tgt_vocab_size=40, num_heads=2)).eval()
+    model = Transformer(TransformerConfig.tiny(src_vocab_size=40, tgt_vocab_size=40, n_heads=2)).eval()
     src = torch.randint(3, 40, (2, 7))
     src[1, 5:] = 0
     tgt = torch.randint(3, 40, (2, 5))

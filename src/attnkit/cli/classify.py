@@ -79,7 +79,7 @@ def _train(args: argparse.Namespace) -> int:
         if not (init / "config.json").is_file() and not init.exists():
             raise InputError(f"--init {args.init}: no such run or Hugging Face directory")
         model, tok = init_classifier(init, len(labels), args.from_scratch)
-    limit = min(args.max_length, model.config.max_positions)
+    limit = min(args.max_length, model.config.max_len)
     task, truncated = classify_task(data, args.data, labels, tok, model.config, limit, args.holdout, args.split_seed,
                                     args.batch_size, cfg.seed)
     note(f"longer than {limit} tokens: truncated", truncated)

@@ -47,10 +47,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--bpe-vocab", type=int, default=1024, help="byte-level BPE vocabulary size")
     t.add_argument("--preset", choices=sorted(PRESETS), default="shakespeare-char")
     t.add_argument("--out", required=True, help="run directory")
-    t.add_argument("--block-size", type=int, help="override the preset's context length")
-    t.add_argument("--n-layer", type=int)
-    t.add_argument("--n-head", type=int)
-    t.add_argument("--n-embd", type=int)
+    # The sizes' names are the configs' (d_model, n_heads, ...); the GPT-2 spellings stay as aliases.
+    t.add_argument("--max-len", "--block-size", dest="max_len", type=int, help="override the preset's context length")
+    t.add_argument("--n-layers", "--n-layer", dest="n_layers", type=int)
+    t.add_argument("--n-heads", "--n-head", dest="n_heads", type=int)
+    t.add_argument("--d-model", "--n-embd", dest="d_model", type=int)
     t.add_argument("--dropout", type=float)
     t.add_argument("--bias", choices=("yes", "no"), help="biases in linears and LayerNorms")
     t.add_argument("--batch-size", type=int, default=12, help="blocks per micro-batch (default %(default)s)")
@@ -89,8 +90,8 @@ def _model_source(p: argparse.ArgumentParser) -> None:
 
 # ---------------------------------------------------------------------------------------------- train
 def _overrides(args: argparse.Namespace) -> dict:
-    over = {"block_size": args.block_size, "n_layer": args.n_layer, "n_head": args.n_head,
-            "n_embd": args.n_embd, "dropout": args.dropout}
+    over = {"max_len": args.max_len, "n_layers": args.n_layers, "n_heads": args.n_heads,
+            "d_model": args.d_model, "dropout": args.dropout}
     over = {k: v for k, v in over.items() if v is not None}
     if args.bias is not None:
         over["bias"] = args.bias == "yes"

@@ -51,7 +51,7 @@ def _train(args: argparse.Namespace) -> int:
     run = Path(args.out)
     task, model, truncated = prepare_mlm(args.text, run, args.preset, args.vocab_size, args.val_fraction, cfg.seed,
                                          args.max_tokens, args.tokenizer)
-    note(f"longer than the model's maximum of {task.config.max_positions} tokens: truncated", truncated)
+    note(f"longer than the model's maximum of {task.config.max_len} tokens: truncated", truncated)
     return train_and_summarise(
         task, model, cfg, run,
         f"BERT masked LM, {{params}} parameters, vocabulary {task.config.vocab_size}, {len(task.train_ids)} "

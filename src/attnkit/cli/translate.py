@@ -106,8 +106,8 @@ def _decode_args(p: argparse.ArgumentParser) -> None:
 def _model_config(args: argparse.Namespace, src_vocab: int, tgt_vocab: int) -> dict:
     if args.arch == "rnn":
         return _rnn_config(args, src_vocab, tgt_vocab)
-    over = {k: v for k, v in {"d_model": args.d_model, "num_heads": args.heads, "d_ff": args.d_ff,
-                              "num_encoder_layers": args.layers, "num_decoder_layers": args.layers,
+    over = {k: v for k, v in {"d_model": args.d_model, "n_heads": args.heads, "d_ff": args.d_ff,
+                              "n_encoder_layers": args.layers, "n_decoder_layers": args.layers,
                               "dropout": args.dropout}.items() if v is not None}
     try:
         cfg = TransformerConfig.preset(args.preset, src_vocab_size=src_vocab, tgt_vocab_size=tgt_vocab,
@@ -120,7 +120,7 @@ def _model_config(args: argparse.Namespace, src_vocab: int, tgt_vocab: int) -> d
 
 
 def _rnn_config(args: argparse.Namespace, src_vocab: int, tgt_vocab: int) -> dict:
-    over = {k: v for k, v in {"d_emb": args.d_model, "d_hidden": args.d_model, "num_layers": args.layers,
+    over = {k: v for k, v in {"d_emb": args.d_model, "d_hidden": args.d_model, "n_layers": args.layers,
                               "dropout": args.dropout}.items() if v is not None}
     try:
         cfg = RNNSeq2SeqConfig.preset("base" if args.preset in ("base", "big") else args.preset,

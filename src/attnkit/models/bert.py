@@ -31,7 +31,8 @@ PRESETS = ("base", "large", "minilm", "small", "mini", "tiny")
 
 
 @dataclass
-class BERTConfig(JsonConfig, family="BERT", presets=PRESETS, file_name=CONFIG_FILE, strict=True):
+class BERTConfig(JsonConfig, family="BERT", presets=PRESETS, file_name=CONFIG_FILE, strict=True,
+                 legacy={"max_len": "max_positions"}):
     """Shapes and regularisation of a BERT encoder, saved as ``CONFIG_FILE`` in a directory (``save`` and
     ``load`` take the directory; JSON I/O and ``preset(name)`` come from
     :class:`~attnkit.config_io.JsonConfig`)."""
@@ -41,7 +42,7 @@ class BERTConfig(JsonConfig, family="BERT", presets=PRESETS, file_name=CONFIG_FI
     n_heads: int = 12  # H
     d_model: int = 768  # E
     d_ff: int = 3072  # intermediate size
-    max_positions: int = 512
+    max_len: int = 512
     type_vocab_size: int = 2
     dropout: float = 0.1  # hidden dropout (embeddings, sub-layer outputs, heads)
     attn_dropout: float = 0.1  # on attention weights
@@ -51,7 +52,7 @@ class BERTConfig(JsonConfig, family="BERT", presets=PRESETS, file_name=CONFIG_FI
     def __post_init__(self) -> None:
         if self.d_model % self.n_heads:
             raise ValueError(f"d_model ({self.d_model}) must be a multiple of n_heads ({self.n_heads})")
-        for name in ("vocab_size", "n_layers", "n_heads", "d_model", "d_ff", "max_positions"):
+        for name in ("vocab_size", "n_layers", "n_heads", "d_model", "d_ff", "max_len"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
 
@@ -70,15 +71,15 @@ class BERTConfig(JsonConfig, family="BERT", presets=PRESETS, file_name=CONFIG_FI
 
     @classmethod
     def small(cls, **kw) -> BERTConfig:
-        return cls(**{"n_layers": 4, "n_heads": 4, "d_model": 256, "d_ff": 1024, "max_positions": 128, **kw})
+        return cls(**{"n_layers": 4, "n_heads": 4, "d_model": 256, "d_ff": 1024, "max_len": 128, **kw})
 
     @classmethod
     def mini(cls, **kw) -> BERTConfig:
-        return cls(**{"n_layers": 2, "n_heads": 4, "d_model": 128, "d_ff": 512, "max_positions": 128, **kw})
+        return cls(**{"n_layers": 2, "n_heads": 4, "d_model": 128, "d_ff": 512, "max_len": 128, **kw})
 
     @classmethod
     def tiny(cls, **kw) -> BERTConfig:
-        return cls(**{"n_layers": 2, "n_heads": 2, "d_model": 32, "d_ff": 64, "max_positions": 64, **kw})
+        return cls(**{"n_layers": 2, "n_heads": 2, "d_model": 32, "d_ff": 64, "max_len": 64, **kw})
 
 
 class BERTOutput(NamedTuple):
@@ -105,7 +106,7 @@ class BERT(nn.Module):
         c = config
         self.config = c
         self.embeddings = Embeddings(
-            c.vocab_size, c.d_model, c.max_positions, positions="learned", type_vocab_size=c.type_vocab_size,
+            c.vocab_size, c.d_model, c.max_len, positions="learned", type_vocab_size=c.type_vocab_size,
             layer_norm=True, eps=c.eps, dropout=c.dropout, padding_idx=c.pad_id,
         )
         self.layers = LayerStack(

@@ -31,30 +31,35 @@ CONFIG_FILE = "gpt_config.json"
 PRESETS = {"gpt2": "gpt2", "shakespeare-char": "shakespeare_char", "tiny": "tiny"}  # name -> classmethod
 
 
+# The names of the sizes in gpt_config.json (attnkit's first format for it, kept so that every run reads).
+LEGACY_NAMES = {"max_len": "block_size", "n_layers": "n_layer", "n_heads": "n_head", "d_model": "n_embd",
+                "eps": "layer_norm_eps"}
+
+
 @dataclass
-class GPTConfig(JsonConfig, family="GPT", presets=PRESETS, strict=True):
-    """Shapes and options of a GPT. ``block_size`` is the context length (number of learned positions);
-    ``d_ff`` defaults to 4 * n_embd; ``tie_embeddings`` shares the token embedding with the output head;
+class GPTConfig(JsonConfig, family="GPT", presets=PRESETS, strict=True, legacy=LEGACY_NAMES):
+    """Shapes and options of a GPT. ``max_len`` is the context length (number of learned positions);
+    ``d_ff`` defaults to 4 * d_model; ``tie_embeddings`` shares the token embedding with the output head;
     ``activation``: the MLP's GELU, "gelu_tanh" (GPT-2's "gelu_new") or "gelu" (exact, nanoGPT's nn.GELU).
     JSON I/O and ``preset(name)`` come from :class:`~attnkit.config_io.JsonConfig`."""
 
     vocab_size: int = 50257
-    block_size: int = 1024
-    n_layer: int = 12
-    n_head: int = 12
-    n_embd: int = 768
+    max_len: int = 1024
+    n_layers: int = 12
+    n_heads: int = 12
+    d_model: int = 768
     d_ff: int | None = None
     dropout: float = 0.0
     bias: bool = True
     tie_embeddings: bool = True
-    layer_norm_eps: float = 1e-5
+    eps: float = 1e-5
     activation: str = "gelu_tanh"
 
     def __post_init__(self) -> None:
-        if min(self.vocab_size, self.block_size, self.n_layer, self.n_head, self.n_embd) <= 0:
+        if min(self.vocab_size, self.max_len, self.n_layers, self.n_heads, self.d_model) <= 0:
             raise ValueError(f"GPTConfig sizes must be positive: {self}")
-        if self.n_embd % self.n_head:
-            raise ValueError(f"n_embd ({self.n_embd}) must be a multiple of n_head ({self.n_head})")
+        if self.d_model % self.n_heads:
+            raise ValueError(f"d_model ({self.d_model}) must be a multiple of n_heads ({self.n_heads})")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
         if self.activation not in ("gelu_tanh", "gelu"):
@@ -70,7 +75,7 @@ class GPTConfig(JsonConfig, family="GPT", presets=PRESETS, strict=True):
 
     @property
     def ffn_dim(self) -> int:
-        return self.d_ff or 4 * self.n_embd
+        return self.d_ff or 4 * self.d_model
 
     # ------------------------------------------------------------------------------------- presets
     @classmethod
@@ -82,14 +87,14 @@ class GPTConfig(JsonConfig, family="GPT", presets=PRESETS, strict=True):
     def shakespeare_char(cls, **overrides) -> GPTConfig:
         """nanoGPT's CPU configuration for characters: 4 layers, 4 heads, 128 wide, context 64, no biases
         and exact GELU (nanoGPT's ``nn.GELU()``, also one fused kernel cheaper than GELU-tanh on CPU)."""
-        base = dict(vocab_size=65, block_size=64, n_layer=4, n_head=4, n_embd=128, dropout=0.0, bias=False,
+        base = dict(vocab_size=65, max_len=64, n_layers=4, n_heads=4, d_model=128, dropout=0.0, bias=False,
                     activation="gelu")
         return cls(**{**base, **overrides})
 
     @classmethod
     def tiny(cls, **overrides) -> GPTConfig:
         """A model for tests and smoke runs: 2 layers, 2 heads, 32 wide, context 32."""
-        base = dict(vocab_size=256, block_size=32, n_layer=2, n_head=2, n_embd=32)
+        base = dict(vocab_size=256, max_len=32, n_layers=2, n_heads=2, d_model=32)
         return cls(**{**base, **overrides})
 
 
@@ -99,16 +104,16 @@ class GPT(nn.Module):
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()
         c = self.config = config
-        self.embed = Embeddings(c.vocab_size, c.n_embd, c.block_size, positions="learned", dropout=c.dropout)
+        self.embed = Embeddings(c.vocab_size, c.d_model, c.max_len, positions="learned", dropout=c.dropout)
         self.layers = LayerStack(
             TransformerLayer(
-                c.n_embd, c.n_head, c.ffn_dim, dropout=c.dropout, activation=c.activation, norm_first=True,
-                eps=c.layer_norm_eps, bias=c.bias,
+                c.d_model, c.n_heads, c.ffn_dim, dropout=c.dropout, activation=c.activation, norm_first=True,
+                eps=c.eps, bias=c.bias,
             )
-            for _ in range(c.n_layer)
+            for _ in range(c.n_layers)
         )
-        self.norm = nn.LayerNorm(c.n_embd, eps=c.layer_norm_eps, bias=c.bias)
-        self.lm_head = nn.Linear(c.n_embd, c.vocab_size, bias=False)
+        self.norm = nn.LayerNorm(c.d_model, eps=c.eps, bias=c.bias)
+        self.lm_head = nn.Linear(c.d_model, c.vocab_size, bias=False)
         if c.tie_embeddings:
             self.lm_head.weight = self.embed.tokens.weight
         # Same parameters; one-token decoding steps read the weights in the faster [in, out] layout.
@@ -116,7 +121,7 @@ class GPT(nn.Module):
         self._init_weights()
 
     def _init_weights(self) -> None:
-        """GPT-2's initialisation: N(0, 0.02), residual projections scaled by 1/sqrt(2 * n_layer)."""
+        """GPT-2's initialisation: N(0, 0.02), residual projections scaled by 1/sqrt(2 * n_layers)."""
         for m in self.modules():
             if isinstance(m, (nn.Linear, nn.Embedding)):
                 nn.init.normal_(m.weight, mean=0.0, std=0.02)
@@ -124,7 +129,7 @@ class GPT(nn.Module):
                 nn.init.zeros_(m.bias)
         for layer in self.layers:
             for proj in (layer.self_attn.out_proj, layer.ffn.fc2):
-                nn.init.normal_(proj.weight, mean=0.0, std=0.02 / math.sqrt(2 * self.config.n_layer))
+                nn.init.normal_(proj.weight, mean=0.0, std=0.02 / math.sqrt(2 * self.config.n_layers))
 
     def num_parameters(self) -> int:
         """Parameters counted once (a tied head is not counted twice)."""
@@ -145,8 +150,8 @@ class GPT(nn.Module):
         if idx.dim() != 2:
             raise ValueError(f"idx must be [B, T], got {tuple(idx.shape)}")
         t = idx.shape[1]
-        if t > self.config.block_size:
-            raise ValueError(f"sequence length {t} exceeds the context length {self.config.block_size}")
+        if t > self.config.max_len:
+            raise ValueError(f"sequence length {t} exceeds the context length {self.config.max_len}")
         positions, attn_mask = None, None
         if mask is not None:
             if mask.shape != idx.shape:
@@ -162,7 +167,7 @@ class GPT(nn.Module):
         """A DecoderSession for :func:`attnkit.decoding.generate`. ``prompt_mask`` [B, T0] marks the real
         tokens of a padded prompt batch (the first ``step``); ``max_len`` (default: the context length)
         bounds prompt + generated tokens."""
-        return GPTSession(self, prompt_mask, max_len or self.config.block_size)
+        return GPTSession(self, prompt_mask, max_len or self.config.max_len)
 
 
 class GPTSession:
@@ -172,8 +177,8 @@ class GPTSession:
     are masked out, so every row generates exactly what it would generate alone."""
 
     def __init__(self, model: GPT, prompt_mask: Tensor | None, max_len: int) -> None:
-        if max_len > model.config.block_size:
-            raise ValueError(f"max_len {max_len} exceeds the context length {model.config.block_size}")
+        if max_len > model.config.max_len:
+            raise ValueError(f"max_len {max_len} exceeds the context length {model.config.max_len}")
         self.model, self.max_len, self.length = model, max_len, 0
         self.caches = [LayerCache(self_attn=KVCache(max_len)) for _ in model.layers]
         self.prompt_mask = None if prompt_mask is None or bool(prompt_mask.all()) else prompt_mask.bool()

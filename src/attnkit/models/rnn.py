@@ -37,17 +37,17 @@ SCORES = ("additive", "dot", "scaled_dot", "bilinear", "hard")
 
 
 @dataclass
-class RNNSeq2SeqConfig(JsonConfig, family="RNN", presets=("tiny", "small", "base")):
+class RNNSeq2SeqConfig(JsonConfig, family="RNN", presets=("tiny", "small", "base"), legacy={"n_layers": "num_layers"}):
     """cell: "gru" | "lstm"; score: "additive" | "dot" | "scaled_dot" | "bilinear" | "hard" (hard
     attention with the ``hard_score`` scoring function); d_emb / d_hidden: embedding and state widths
-    (the encoder's outputs, both directions together, are d_hidden wide); num_layers of each RNN. JSON I/O
+    (the encoder's outputs, both directions together, are d_hidden wide); n_layers of each RNN. JSON I/O
     and ``preset(name)`` come from :class:`~attnkit.config_io.JsonConfig`."""
 
     src_vocab_size: int = 8000
     tgt_vocab_size: int = 8000
     d_emb: int = 256
     d_hidden: int = 256
-    num_layers: int = 1
+    n_layers: int = 1
     cell: str = "gru"
     score: str = "additive"
     hard_score: str = "bilinear"
@@ -76,12 +76,12 @@ class RNNSeq2SeqConfig(JsonConfig, family="RNN", presets=("tiny", "small", "base
 
     @classmethod
     def small(cls, **kw) -> RNNSeq2SeqConfig:
-        return cls(**{**dict(d_emb=256, d_hidden=256, num_layers=1, dropout=0.1), **kw})
+        return cls(**{**dict(d_emb=256, d_hidden=256, n_layers=1, dropout=0.1), **kw})
 
     @classmethod
     def base(cls, **kw) -> RNNSeq2SeqConfig:
         """Close to Luong et al.'s 1000-unit models, scaled down: 2 layers of 512."""
-        return cls(**{**dict(d_emb=512, d_hidden=512, num_layers=2, dropout=0.2), **kw})
+        return cls(**{**dict(d_emb=512, d_hidden=512, n_layers=2, dropout=0.2), **kw})
 
 
 class Memory(NamedTuple):
@@ -115,14 +115,14 @@ class RNNSeq2Seq(nn.Module):
         super().__init__()
         self.config = self.cfg = cfg = config
         rnn = nn.GRU if cfg.cell == "gru" else nn.LSTM
-        drop = cfg.dropout if cfg.num_layers > 1 else 0.0
+        drop = cfg.dropout if cfg.n_layers > 1 else 0.0
         enc_hidden = cfg.d_hidden // 2 if cfg.bidirectional else cfg.d_hidden
         self.src_embed = nn.Embedding(cfg.src_vocab_size, cfg.d_emb, padding_idx=cfg.pad_id)
         self.tgt_embed = nn.Embedding(cfg.tgt_vocab_size, cfg.d_emb, padding_idx=cfg.pad_id)
-        self.encoder = rnn(cfg.d_emb, enc_hidden, cfg.num_layers, batch_first=True, dropout=drop,
+        self.encoder = rnn(cfg.d_emb, enc_hidden, cfg.n_layers, batch_first=True, dropout=drop,
                            bidirectional=cfg.bidirectional)
         self.bridge = nn.Linear(cfg.d_hidden, cfg.d_hidden)
-        self.decoder = rnn(cfg.d_emb, cfg.d_hidden, cfg.num_layers, batch_first=True, dropout=drop)
+        self.decoder = rnn(cfg.d_emb, cfg.d_hidden, cfg.n_layers, batch_first=True, dropout=drop)
         if cfg.score == "hard":
             self.attention: nn.Module = HardAttention(make_score(cfg.hard_score, cfg.d_hidden, cfg.d_hidden),
                                                       mode="sample")
@@ -145,7 +145,7 @@ class RNNSeq2Seq(nn.Module):
         states, _ = pad_packed_sequence(states, batch_first=True, total_length=src.shape[1])  # (B, S, d_h)
         # Mean of the real states starts the decoder (works for both directions and both cells).
         mean = (states * keep.unsqueeze(-1)).sum(1) / lengths.to(states).unsqueeze(-1)  # (B, d_h)
-        h0 = torch.tanh(self.bridge(mean)).unsqueeze(0).repeat(self.cfg.num_layers, 1, 1)  # (L, B, d_h)
+        h0 = torch.tanh(self.bridge(mean)).unsqueeze(0).repeat(self.cfg.n_layers, 1, 1)  # (L, B, d_h)
         init: State = (h0, torch.zeros_like(h0)) if self.cfg.cell == "lstm" else h0
         return Memory(states, keep.unsqueeze(1), init)
 

@@ -27,10 +27,13 @@ from attnkit.layers.losses import LossSum, smoothed_cross_entropy
 from attnkit.models.params import num_parameters
 
 PRESETS = ("base", "big", "small", "tiny")
+# The names of these sizes in config.json (attnkit's first format for it, kept so that every run reads).
+LEGACY_NAMES = {"n_heads": "num_heads", "n_encoder_layers": "num_encoder_layers",
+                "n_decoder_layers": "num_decoder_layers"}
 
 
 @dataclass
-class TransformerConfig(JsonConfig, family="Transformer", presets=PRESETS):
+class TransformerConfig(JsonConfig, family="Transformer", presets=PRESETS, legacy=LEGACY_NAMES):
     """Shape and options of a :class:`Transformer` (saved as ``config.json`` beside the weights).
 
     share_embeddings: one embedding table for source and target (needs one joint vocabulary);
@@ -43,10 +46,10 @@ class TransformerConfig(JsonConfig, family="Transformer", presets=PRESETS):
     src_vocab_size: int = 37000
     tgt_vocab_size: int = 37000
     d_model: int = 512
-    num_heads: int = 8
+    n_heads: int = 8
     d_ff: int = 2048
-    num_encoder_layers: int = 6
-    num_decoder_layers: int = 6
+    n_encoder_layers: int = 6
+    n_decoder_layers: int = 6
     dropout: float = 0.1
     attn_dropout: float | None = None
     activation: str = "relu"
@@ -69,30 +72,30 @@ class TransformerConfig(JsonConfig, family="Transformer", presets=PRESETS):
             raise ValueError(
                 f"share_embeddings needs one vocabulary, got src {self.src_vocab_size} != tgt {self.tgt_vocab_size}"
             )
-        if self.d_model % self.num_heads:
-            raise ValueError(f"d_model ({self.d_model}) must be a multiple of num_heads ({self.num_heads})")
+        if self.d_model % self.n_heads:
+            raise ValueError(f"d_model ({self.d_model}) must be a multiple of n_heads ({self.n_heads})")
 
     # Presets: the paper's two models and smaller ones that train on a CPU.
     @classmethod
     def base(cls, **kw) -> TransformerConfig:
-        return cls(**{**dict(d_model=512, num_heads=8, d_ff=2048, num_encoder_layers=6, num_decoder_layers=6,
+        return cls(**{**dict(d_model=512, n_heads=8, d_ff=2048, n_encoder_layers=6, n_decoder_layers=6,
                              dropout=0.1), **kw})
 
     @classmethod
     def big(cls, **kw) -> TransformerConfig:
-        return cls(**{**dict(d_model=1024, num_heads=16, d_ff=4096, num_encoder_layers=6, num_decoder_layers=6,
+        return cls(**{**dict(d_model=1024, n_heads=16, d_ff=4096, n_encoder_layers=6, n_decoder_layers=6,
                              dropout=0.3), **kw})
 
     @classmethod
     def small(cls, **kw) -> TransformerConfig:
         """About 8M parameters with a 10k vocabulary: Multi30k in an hour on 2 CPU cores."""
-        return cls(**{**dict(d_model=256, num_heads=4, d_ff=1024, num_encoder_layers=3, num_decoder_layers=3,
+        return cls(**{**dict(d_model=256, n_heads=4, d_ff=1024, n_encoder_layers=3, n_decoder_layers=3,
                              dropout=0.1), **kw})
 
     @classmethod
     def tiny(cls, **kw) -> TransformerConfig:
         """For tests and the demo: seconds to minutes on a CPU."""
-        return cls(**{**dict(d_model=64, num_heads=4, d_ff=128, num_encoder_layers=2, num_decoder_layers=2,
+        return cls(**{**dict(d_model=64, n_heads=4, d_ff=128, n_encoder_layers=2, n_decoder_layers=2,
                              dropout=0.0), **kw})
 
 
@@ -104,8 +107,8 @@ class Transformer(nn.Module):
         c = self.config = config
         self.src_embed = self._embeddings(c.src_vocab_size)
         self.tgt_embed = self.src_embed if c.share_embeddings else self._embeddings(c.tgt_vocab_size)
-        self.encoder = LayerStack(self._layer(False) for _ in range(c.num_encoder_layers))
-        self.decoder = LayerStack(self._layer(True) for _ in range(c.num_decoder_layers))
+        self.encoder = LayerStack(self._layer(False) for _ in range(c.n_encoder_layers))
+        self.decoder = LayerStack(self._layer(True) for _ in range(c.n_decoder_layers))
         self.encoder_norm = nn.LayerNorm(c.d_model, eps=c.eps) if c.final_norm else None
         self.decoder_norm = nn.LayerNorm(c.d_model, eps=c.eps) if c.final_norm else None
         self.output = nn.Linear(c.d_model, c.tgt_vocab_size, bias=False)
@@ -122,7 +125,7 @@ class Transformer(nn.Module):
 
     def _layer(self, cross: bool) -> TransformerLayer:
         c = self.config
-        return TransformerLayer(c.d_model, c.num_heads, c.d_ff, dropout=c.dropout, attn_dropout=c.attn_dropout,
+        return TransformerLayer(c.d_model, c.n_heads, c.d_ff, dropout=c.dropout, attn_dropout=c.attn_dropout,
                                 activation=c.activation, norm_first=c.norm_first, cross_attention=cross, eps=c.eps)
 
     def _init_weights(self) -> None:

@@ -100,7 +100,7 @@ class MLMTask:
         return {"model_config": self.config.to_dict()}
 
     def save_extra(self, run_dir: Path) -> None:
-        self.tok.save(Path(run_dir) / TOKENIZER_DIR, self.config.max_positions)
+        self.tok.save(Path(run_dir) / TOKENIZER_DIR, self.config.max_len)
 
 
 class ClassifyTask:
@@ -145,7 +145,7 @@ class ClassifyTask:
         return {"model_config": self.config.to_dict(), "labels": self.label_names}
 
     def save_extra(self, run_dir: Path) -> None:
-        self.tok.save(Path(run_dir) / TOKENIZER_DIR, self.config.max_positions)
+        self.tok.save(Path(run_dir) / TOKENIZER_DIR, self.config.max_len)
 
 
 def predict(
@@ -201,7 +201,7 @@ def prepare_mlm(text: str | Path, run: Path, preset: str, vocab_size: int, val_f
                 raise InputError(f"{text}: the training lines have no word pieces to learn (only control "
                                  "characters or whitespace?)")
         config = BERTConfig.preset(preset, vocab_size=tok.vocab_size)
-    enc = tok.encode(lines, max_length=config.max_positions)
+    enc = tok.encode(lines, max_length=config.max_len)
     task = MLMTask([enc.ids[i] for i in train_idx], [enc.ids[i] for i in val_idx], tok, config,
                    max_tokens=max_tokens, seed=seed)
     return MLMSetup(task, BERTForMaskedLM(config), [numbers[i] for i in enc.truncated])
@@ -273,7 +273,7 @@ def evaluate_classifier(run: Run, tsv: str | Path, split: str = "test") -> Class
         data = data.subset(idx)
         if len(data) == 0:
             raise InputError(f"{tsv}: the held-out test split is empty (too few rows); use --split all")
-    limit = min(int(extra.get("max_length", 128)), model.config.max_positions)
+    limit = min(int(extra.get("max_length", 128)), model.config.max_len)
     ids = tok.encode(data.sentences, max_length=limit).ids
     y = [labels.index(lab) for lab in data.labels]
     preds, loss = predict(model, tok, ids, 64, y)
@@ -288,7 +288,7 @@ class Classifier(Embedder):
                  max_length: int = 128) -> None:
         super().__init__(model, tokenizer)
         self.labels = labels
-        self.max_length = min(max_length, model.config.max_positions)
+        self.max_length = min(max_length, model.config.max_len)
 
     def encode(self, texts: Sequence[str]) -> Encoded:
         """Token ids cut to the run's maximum length (with the indices of truncated / [UNK] texts)."""

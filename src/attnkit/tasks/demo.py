@@ -76,7 +76,7 @@ def dates_demo(train_size: int, test_size: int, steps: int, time_limit: float, s
     src_tok = SubwordTokenizer.train(train_set.src, vocab_size=400)
     tgt_tok = _target_tokenizer(train_set.tgt)
     cfg = TransformerConfig(src_vocab_size=src_tok.vocab_size, tgt_vocab_size=tgt_tok.vocab_size, d_model=128,
-                            num_heads=4, d_ff=256, num_encoder_layers=2, num_decoder_layers=2, dropout=0.0,
+                            n_heads=4, d_ff=256, n_encoder_layers=2, n_decoder_layers=2, dropout=0.0,
                             max_len=64, share_embeddings=False)
     model = Transformer(cfg)
     meta = {"arch": "transformer", "src": "words", "tgt": "iso", "joint": False, "model_config": cfg.to_dict(),

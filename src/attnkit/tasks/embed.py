@@ -68,7 +68,7 @@ def embed_sentences(
     bert = encoder_of(model)
     was_training = bert.training
     bert.eval()
-    limit = min(max_length or bert.config.max_positions, bert.config.max_positions)
+    limit = min(max_length or bert.config.max_len, bert.config.max_len)
     enc = tokenizer.encode(texts, max_length=limit)
     out = torch.empty(len(texts), bert.config.d_model)
     for batch in length_batches([len(s) for s in enc.ids], batch_size):
@@ -89,7 +89,7 @@ class Embedder:
 
     @property
     def max_positions(self) -> int:
-        return encoder_of(self.model).config.max_positions
+        return encoder_of(self.model).config.max_len
 
     def embed(self, texts: Sequence[str], *, batch_size: int = 32, max_length: int | None = None,
               normalize: bool = True) -> Embedded:

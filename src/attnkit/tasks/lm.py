@@ -50,7 +50,7 @@ class LMTask:
     family: str = FAMILY
 
     def batches(self, epoch: int) -> RandomBlocks:
-        return RandomBlocks(self.train_ids, self.config.block_size, self.batch_size, self.seed, epoch)
+        return RandomBlocks(self.train_ids, self.config.max_len, self.batch_size, self.seed, epoch)
 
     def count(self, batch) -> int:  # noqa: ANN001
         return batch.y.numel()
@@ -61,7 +61,7 @@ class LMTask:
     def evaluate(self, model: torch.nn.Module) -> dict[str, float]:
         if len(self.val_ids) < 2:
             return {}
-        ev = evaluate_lm(model, self.val_ids, self.config.block_size, 64, max_batches=self.eval_batches)
+        ev = evaluate_lm(model, self.val_ids, self.config.max_len, 64, max_batches=self.eval_batches)
         return {"val_loss": ev.loss, "val_ppl": ev.perplexity}
 
     def metadata(self) -> dict:
@@ -112,10 +112,10 @@ def fresh_task(out: Path, text_path: str | Path, tokenizer: str, bpe_vocab: int,
         config = GPTConfig.preset(preset, vocab_size=tok.vocab_size, **overrides)
     except ValueError as exc:
         raise InputError(str(exc)) from None
-    if len(train_ids) < config.block_size + 1:
+    if len(train_ids) < config.max_len + 1:
         raise InputError(
             f"{text_path}: {len(train_ids)} training tokens, fewer than the context length + 1 "
-            f"({config.block_size + 1}); use a longer text or --block-size"
+            f"({config.max_len + 1}); use a longer text or --block-size"
         )
     return LMTask(train_ids, val_ids, config, tok, batch_size, seed, eval_batches)
 
@@ -155,7 +155,7 @@ class Generator:
         """``num_samples`` continuations of ``prompt`` (without it; temperature 0 = greedy), each stopping
         after an end-of-text token. InputError for a prompt longer than the context or bad options."""
         ids = self.prompt_ids(prompt)
-        ctx = self.model.config.block_size
+        ctx = self.model.config.max_len
         if len(ids) > ctx:
             raise InputError(f"the prompt is {len(ids)} tokens, longer than the model's context of {ctx}")
         eos = self.tokenizer.eos_id
@@ -177,7 +177,7 @@ class Generator:
         ids = {"all": ids, "train": train_ids, "val": val_ids}[split]
         if len(ids) < 2:
             raise InputError(f"{text_path}: the {split} split has fewer than 2 tokens")
-        return evaluate_lm(self.model, ids, self.model.config.block_size, max(batch_size, 1))
+        return evaluate_lm(self.model, ids, self.model.config.max_len, max(batch_size, 1))
 
 
 # ------------------------------------------------------------------------------------------ run format

@@ -64,7 +64,7 @@ def attention_maps(view: Viewable, text: str, target: str | None = None, max_tok
         raise InputError(f"--target is for translation models; this is a {view.family.upper()} model")
     if view.family == "gpt":
         ids = view.tokenizer.encode(text)
-        _check_len(ids, min(max_tokens, view.model.config.block_size))
+        _check_len(ids, min(max_tokens, view.model.config.max_len))
         labels = _labels(view.tokenizer, ids)
         collected = gpt_weights(view.model, torch.tensor([ids]))
         return to_maps(collected, "GPT", {"decoder": (labels, labels)})

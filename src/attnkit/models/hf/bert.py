@@ -60,7 +60,7 @@ def config_from_hf(hf: dict, source: str | Path = "config.json") -> BERTConfig:
             n_heads=int(hf["num_attention_heads"]),
             d_model=int(hf["hidden_size"]),
             d_ff=int(hf["intermediate_size"]),
-            max_positions=int(hf.get("max_position_embeddings", 512)),
+            max_len=int(hf.get("max_position_embeddings", 512)),
             type_vocab_size=int(hf.get("type_vocab_size", 2)),
             dropout=float(hf.get("hidden_dropout_prob", 0.1)),
             attn_dropout=float(hf.get("attention_probs_dropout_prob", 0.1)),
@@ -80,7 +80,7 @@ def config_to_hf(config: BERTConfig, architecture: str = "BertModel", num_labels
         "num_attention_heads": config.n_heads,
         "hidden_size": config.d_model,
         "intermediate_size": config.d_ff,
-        "max_position_embeddings": config.max_positions,
+        "max_position_embeddings": config.max_len,
         "type_vocab_size": config.type_vocab_size,
         "hidden_dropout_prob": config.dropout,
         "attention_probs_dropout_prob": config.attn_dropout,
@@ -202,4 +202,4 @@ def save_bert(model: nn.Module, path: str | Path, tokenizer: WordPiece | None = 
         raise ValueError(f"cannot convert a {type(model).__name__} to Hugging Face BERT")
     write_model_dir(path, config_to_hf(model.config, arch, getattr(model, "num_labels", None)), state_to_hf(model))
     if tokenizer is not None:
-        tokenizer.save(path, model.config.max_positions)
+        tokenizer.save(path, model.config.max_len)

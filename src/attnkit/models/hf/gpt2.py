@@ -54,15 +54,15 @@ def config_from_hf(hf: dict) -> GPTConfig:
     try:
         return GPTConfig(
             vocab_size=int(hf["vocab_size"]),
-            block_size=int(hf["n_positions"]),
-            n_layer=int(hf["n_layer"]),
-            n_head=int(hf["n_head"]),
-            n_embd=int(hf["n_embd"]),
+            max_len=int(hf["n_positions"]),
+            n_layers=int(hf["n_layer"]),
+            n_heads=int(hf["n_head"]),
+            d_model=int(hf["n_embd"]),
             d_ff=hf.get("n_inner"),
             dropout=float(hf.get("resid_pdrop", 0.0)),
             bias=True,
             tie_embeddings=bool(hf.get("tie_word_embeddings", True)),
-            layer_norm_eps=float(hf.get("layer_norm_epsilon", 1e-5)),
+            eps=float(hf.get("layer_norm_epsilon", 1e-5)),
             activation=_ACTIVATIONS[act],
         )
     except (KeyError, TypeError, ValueError) as exc:
@@ -75,8 +75,8 @@ def config_to_hf(c: GPTConfig, eos_id: int | None = None) -> dict:
     return {
         "architectures": ["GPT2LMHeadModel"], "model_type": "gpt2",
         "activation_function": "gelu_new" if c.activation == "gelu_tanh" else c.activation,
-        "vocab_size": c.vocab_size, "n_positions": c.block_size, "n_layer": c.n_layer, "n_head": c.n_head,
-        "n_embd": c.n_embd, "n_inner": c.d_ff, "layer_norm_epsilon": c.layer_norm_eps,
+        "vocab_size": c.vocab_size, "n_positions": c.max_len, "n_layer": c.n_layers, "n_head": c.n_heads,
+        "n_embd": c.d_model, "n_inner": c.d_ff, "layer_norm_epsilon": c.eps,
         "resid_pdrop": c.dropout, "embd_pdrop": c.dropout, "attn_pdrop": c.dropout,
         "tie_word_embeddings": c.tie_embeddings, "scale_attn_weights": True, "bos_token_id": eos,
         "eos_token_id": eos, "initializer_range": 0.02,
@@ -95,7 +95,7 @@ def state_from_hf(sd: dict[str, Tensor], c: GPTConfig) -> dict[str, Tensor]:
 
     out["embed.tokens.weight"] = take("wte.weight")
     out["embed.position.weight"] = take("wpe.weight")
-    for i in range(c.n_layer):
+    for i in range(c.n_layers):
         ours, theirs = f"layers.{i}.", f"h.{i}."
         for mine, hf_name, conv in _LAYER_MAP:
             w = take(theirs + hf_name)
@@ -131,7 +131,7 @@ def state_to_hf(model: GPT) -> dict[str, Tensor]:
         "transformer.wte.weight": sd["embed.tokens.weight"],
         "transformer.wpe.weight": sd["embed.position.weight"],
     }
-    for i in range(c.n_layer):
+    for i in range(c.n_layers):
         ours, theirs = f"layers.{i}.", f"transformer.h.{i}."
         for mine, hf_name, conv in _LAYER_MAP:
             w = get(ours + mine)
