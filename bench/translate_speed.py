@@ -24,6 +24,7 @@ of a shared machine; every repeat is printed (training) or saved in the JSON. Ra
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -248,7 +249,7 @@ def main() -> None:
     if args.run:  # the trained model, its tokenizer and shapes
         translator = open_run(args.run, family="translation").inference
         tok, trained = translator.src_tok, translator.model.eval()
-        cfg = TransformerConfig(**{**trained.config.to_dict(), "dropout": 0.1})
+        cfg = dataclasses.replace(trained.config, dropout=0.1)
     else:
         tok = SubwordTokenizer.train(train.src + train.tgt, args.vocab_size)
         cfg = TransformerConfig(src_vocab_size=tok.vocab_size, tgt_vocab_size=tok.vocab_size,
@@ -271,7 +272,7 @@ def main() -> None:
 
     # Decoding: attnkit and Marian hold the same weights (random, or the run's), so their outputs can be
     # compared; both get the same batches of test sentences, sorted by source length.
-    ours = trained if args.run else Transformer(TransformerConfig(**{**cfg.to_dict(), "dropout": 0.0})).eval()
+    ours = trained if args.run else Transformer(dataclasses.replace(cfg, dropout=0.0)).eval()
     marian = marian_from(ours)
     test_ids = [s[: cfg.max_len] for s in tok.encode_batch(test.src[: args.sentences])]
     test_ids = [s for s in test_ids if s]
