@@ -161,13 +161,18 @@ def test_optimizer_steps_inside_a_held_frozen_block_are_seen(family_name: str) -
     _assert_same(after, family.infer(_fresh_copy(family, model)))
 
 
-@pytest.mark.parametrize("family_name", sorted(FAMILIES))
-def test_load_state_dict_into_a_model_that_served_a_forward(family_name: str) -> None:
+def _two_models(family_name: str) -> tuple[Family, nn.Module, nn.Module]:
+    """The family and two of its models with different weights."""
     family = FAMILIES[family_name]
     torch.manual_seed(1)
     model = family.build()
     torch.manual_seed(2)
-    other = family.build()
+    return family, model, family.build()
+
+
+@pytest.mark.parametrize("family_name", sorted(FAMILIES))
+def test_load_state_dict_into_a_model_that_served_a_forward(family_name: str) -> None:
+    family, model, other = _two_models(family_name)
     want = family.infer(other)
     with frozen_weights():  # even inside one block: load_state_dict drops the copies
         family.infer(model)
@@ -182,11 +187,7 @@ def test_load_state_dict_into_a_model_that_served_a_forward(family_name: str) ->
 @pytest.mark.parametrize("family_name", sorted(FAMILIES))
 def test_writes_through_data_between_calls_are_seen(family_name: str) -> None:
     """``p.data.copy_()`` bumps no version counter; the next call's block starts without copies."""
-    family = FAMILIES[family_name]
-    torch.manual_seed(1)
-    model = family.build()
-    torch.manual_seed(2)
-    other = family.build()
+    family, model, other = _two_models(family_name)
     family.infer(model)
     with torch.no_grad():
         for p, q in zip(model.parameters(), other.parameters(), strict=True):

@@ -15,6 +15,7 @@ from attnkit.attention.cache import KVCache
 from attnkit.attention.hard import HardAttention, HardAttentionOutput, reinforce_loss
 from attnkit.attention.masks import causal_mask, masked_softmax, padding_mask
 from attnkit.attention.multihead import AttentionOutput, MultiHeadAttention
+from attnkit.attention.rope import RopeScaling, RotaryEmbedding
 from attnkit.attention.scoring import AdditiveScore, BilinearScore, DotScore, ScaledDotScore, Score
 from attnkit.attention.soft import SoftAttention, SoftAttentionOutput
 
@@ -27,6 +28,8 @@ __all__ = [
     "HardAttentionOutput",
     "KVCache",
     "MultiHeadAttention",
+    "RopeScaling",
+    "RotaryEmbedding",
     "ScaledDotScore",
     "Score",
     "SoftAttention",

@@ -4,6 +4,13 @@ One ``KVCache`` serves one attention module of one layer. Self-attention appends
 values and attends over everything written so far, so a decoding step costs O(t) instead of recomputing
 the O(t^2) prefix. Cross-attention stores the encoder's projected keys and values once ("static") and
 reuses them at every step. ``reorder`` selects batch rows, which beam search needs.
+
+The cache holds as many heads as it is given: with grouped-query attention that is the key/value heads
+only (``n_kv_heads / n_heads`` of a full cache). With a sliding ``window`` W (every query sees only the last
+W keys, Mistral's attention) it keeps only what later queries can see: its buffer holds ``min(max_len, 2W)``
+positions, and when it is full the last W - 1 keys move to the front of a fresh buffer (one copy of W - 1
+keys every W or so steps, about one key per step), so memory does not grow with the generated length.
+``start`` is then the absolute position of the first key held.
 """
 
 from __future__ import annotations
@@ -13,24 +20,43 @@ from torch import Tensor
 
 
 class KVCache:
-    """Preallocated keys and values [B, H, max_len, Dh], allocated on the first ``append``."""
+    """Preallocated keys and values [B, H, capacity, Dh], allocated on the first ``append``; capacity is
+    ``max_len``, or ``min(max_len, 2 * window)`` with a sliding window."""
 
-    def __init__(self, max_len: int) -> None:
+    def __init__(self, max_len: int, window: int | None = None) -> None:
         if max_len <= 0:
             raise ValueError(f"KVCache max_len must be positive, got {max_len}")
-        self.max_len = max_len
+        if window is not None and window < 1:
+            raise ValueError(f"KVCache window must be >= 1, got {window}")
+        self.max_len, self.window = max_len, window
+        self.capacity = max_len if window is None else min(max_len, 2 * window)
         self.k: Tensor | None = None
         self.v: Tensor | None = None
-        self.length = 0
+        self.length = 0  # positions written so far
+        self.start = 0  # absolute position of the first key held (0 without a window)
+
+    @property
+    def held(self) -> int:
+        """Number of positions held now, ``length - start``."""
+        return self.length - self.start
+
+    def next_start(self, t: int) -> int:
+        """The ``start`` that appending ``t`` positions will give: the keys ``append`` returns cover the
+        positions [next_start(t), length + t). Moves only when a windowed buffer is full: then the keys
+        kept are the last W - 1, those the new queries may still see."""
+        if self.window is None or self.k is None or self.held + t <= self.k.shape[2]:
+            return self.start
+        return self.length - min(self.held, self.window - 1)
 
     def append(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
-        """Write k, v [B, H, t, Dh] at positions [length, length + t); return all keys and values so
-        far, [B, H, length + t, Dh] (views of the preallocated buffers)."""
+        """Write k, v [B, H, t, Dh] after the positions written so far; return the keys and values held,
+        [B, H, length + t - start, Dh] (views of the preallocated buffers; ``start`` is 0 without a window)."""
         t = k.shape[2]
         if self.k is None:
             b, h, _, dh = k.shape
-            self.k = k.new_empty(b, h, self.max_len, dh)  # positions >= length are never read
-            self.v = v.new_empty(b, h, self.max_len, v.shape[-1])
+            cap = max(self.capacity, t)  # a prompt longer than a windowed buffer is held whole, once
+            self.k = k.new_empty(b, h, cap, dh)  # positions >= length are never read
+            self.v = v.new_empty(b, h, cap, v.shape[-1])
         assert self.v is not None
         if k.shape[0] != self.k.shape[0]:
             raise ValueError(f"KVCache holds batch {self.k.shape[0]}, got keys {tuple(k.shape)}")
@@ -39,16 +65,30 @@ class KVCache:
                 f"KVCache is full: {self.length} positions written, {t} more do not fit in max_len "
                 f"{self.max_len}"
             )
-        self.k[:, :, self.length : self.length + t] = k
-        self.v[:, :, self.length : self.length + t] = v
+        start = self.next_start(t)
+        if start != self.start:
+            self._keep_from(start, t)
+        n = self.held
+        self.k[:, :, n : n + t] = k
+        self.v[:, :, n : n + t] = v
         self.length += t
-        return self.k[:, :, : self.length], self.v[:, :, : self.length]
+        return self.k[:, :, : n + t], self.v[:, :, : n + t]
+
+    def _keep_from(self, start: int, t: int) -> None:
+        """Move the keys from position ``start`` on to the front of a fresh buffer with room for t more."""
+        assert self.k is not None and self.v is not None
+        first, n = start - self.start, self.length - start
+        cap = max(self.capacity, n + t)
+        k = self.k.new_empty(*self.k.shape[:2], cap, self.k.shape[3])
+        v = self.v.new_empty(*self.v.shape[:2], cap, self.v.shape[3])
+        k[:, :, :n], v[:, :, :n] = self.k[:, :, first : first + n], self.v[:, :, first : first + n]
+        self.k, self.v, self.start = k, v, start
 
     def view(self) -> tuple[Tensor, Tensor]:
-        """All keys and values written so far, [B, H, length, Dh]."""
+        """All keys and values held, [B, H, length - start, Dh]."""
         if self.k is None or self.v is None:
             raise ValueError("KVCache is empty")
-        return self.k[:, :, : self.length], self.v[:, :, : self.length]
+        return self.k[:, :, : self.held], self.v[:, :, : self.held]
 
     def reorder(self, index: Tensor) -> None:
         """Keep batch rows ``index`` [B'] (in that order; B' may differ from B, e.g. to expand beams or drop
@@ -56,7 +96,7 @@ class KVCache:
         (``index[i] != i``): beam search keeps most hypotheses in their rows, so a step copies few."""
         if self.k is None or self.v is None:
             return
-        n = self.length
+        n = self.held
         if index.shape[0] == self.k.shape[0]:
             rows = torch.arange(index.shape[0], device=index.device)
             moved = rows[index != rows]  # (M,)
@@ -71,7 +111,7 @@ class KVCache:
         self.k, self.v = k, v
 
     def reset(self) -> None:
-        self.length = 0
+        self.length = self.start = 0
 
     @property
     def batch_size(self) -> int | None:

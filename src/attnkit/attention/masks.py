@@ -10,20 +10,40 @@ import torch
 from torch import Tensor
 
 
-def causal_mask(t: int, s: int | None = None, *, offset: int | None = None, device=None) -> Tensor:
-    """Mask of a decoder's self-attention: query i (at absolute position offset + i) sees keys <= it.
+def causal_mask(t: int, s: int | None = None, *, offset: int | None = None, window: int | None = None,
+                device=None) -> Tensor:
+    """Mask of a decoder's self-attention: query i (at position offset + i) sees keys <= it, and with a
+    sliding ``window`` W (Mistral's) only the last W of them: keys j with q - W < j <= q.
 
     Args:
         t: number of queries T. s: number of keys S (default T).
-        offset: absolute position of the first query (default S - T: the queries are the last T keys,
-            as in cached decoding).
+        offset: position of the first query among the keys (default S - T: the queries are the last T
+            keys, as in cached decoding).
+        window: W >= 1, or None for no window.
     Returns: bool [T, S], True = may attend.
     """
     s = t if s is None else s
     offset = s - t if offset is None else offset
     q = torch.arange(t, device=device).unsqueeze(1) + offset
     k = torch.arange(s, device=device).unsqueeze(0)
-    return k <= q
+    if window is None:
+        return k <= q
+    if window < 1:
+        raise ValueError(f"the attention window must be >= 1, got {window}")
+    return (k <= q) & (k > q - window)
+
+
+def self_attention_mask(mask: Tensor | None, causal: bool, t: int, s: int, window: int | None = None,
+                        device=None) -> Tensor | None:
+    """The mask of a self-attention call: ``mask`` (padding, or None) and, when ``causal``, the causal rule
+    (with ``window``) for T queries that are the last of S keys; None when nothing is masked. A single
+    query needs no causal mask (it is the newest key), nor does any query when no key is W behind it."""
+    need_causal = causal and t > 1
+    need_window = causal and window is not None and s > window
+    if not (need_causal or need_window):
+        return mask
+    cm = causal_mask(t, s, window=window, device=device)  # (T, S)
+    return cm if mask is None else mask & cm
 
 
 def padding_mask(keep: Tensor) -> Tensor:

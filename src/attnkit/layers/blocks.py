@@ -3,6 +3,9 @@
 Encoder layer: self-attention, FFN. Decoder layer: masked self-attention, encoder-decoder attention, FFN.
 Every sub-layer has a residual connection and LayerNorm, either after it (post-norm, the paper's and
 BERT's: ``LayerNorm(x + Sublayer(x))``) or before it (pre-norm, GPT-2's: ``x + Sublayer(LayerNorm(x))``).
+A Llama-lineage layer is the pre-norm layer with RMSNorm, the SwiGLU feed-forward and the self-attention
+arguments of :class:`~attnkit.attention.multihead.MultiHeadAttention` (grouped K/V heads, RoPE, window,
+q/k norms, q/k/v biases).
 """
 
 from __future__ import annotations
@@ -14,8 +17,10 @@ from torch import Tensor, nn
 
 from attnkit.attention.cache import KVCache
 from attnkit.attention.multihead import MultiHeadAttention
+from attnkit.attention.rope import RotaryEmbedding
 from attnkit.layers.dropout import Dropout
 from attnkit.layers.feedforward import FeedForward
+from attnkit.layers.norms import make_norm
 
 
 @dataclass
@@ -44,8 +49,10 @@ class TransformerLayer(nn.Module):
         d_model, num_heads, d_ff: E, H and the FFN's hidden width.
         dropout: on each sub-layer's output (before the residual sum) and inside the FFN.
         attn_dropout: on attention weights (default: ``dropout``).
-        activation: "relu" (the paper), "gelu" (BERT) or "gelu_tanh" (GPT-2).
-        norm_first: pre-norm instead of post-norm. eps: LayerNorm epsilon. bias: biases in linears.
+        activation: "relu" (the paper), "gelu" (BERT), "gelu_tanh" (GPT-2) or "swiglu" (Llama).
+        norm_first: pre-norm instead of post-norm. eps: the norms' epsilon. bias: biases in linears (and
+        LayerNorms). norm: "layernorm" or "rmsnorm".
+        num_kv_heads, qkv_bias, rope, window, qk_norm: the self-attention's (see MultiHeadAttention).
     """
 
     def __init__(
@@ -61,16 +68,23 @@ class TransformerLayer(nn.Module):
         cross_attention: bool = False,
         eps: float = 1e-5,
         bias: bool = True,
+        norm: str = "layernorm",
+        num_kv_heads: int | None = None,
+        qkv_bias: bool | None = None,
+        rope: RotaryEmbedding | None = None,
+        window: int | None = None,
+        qk_norm: bool = False,
     ) -> None:
         super().__init__()
         attn_dropout = dropout if attn_dropout is None else attn_dropout
         self.norm_first = norm_first
-        self.self_attn = MultiHeadAttention(d_model, num_heads, attn_dropout, bias)
-        self.self_attn_norm = nn.LayerNorm(d_model, eps=eps, bias=bias)
+        self.self_attn = MultiHeadAttention(d_model, num_heads, attn_dropout, bias, num_kv_heads=num_kv_heads,
+                                            qkv_bias=qkv_bias, rope=rope, window=window, qk_norm=qk_norm, eps=eps)
+        self.self_attn_norm = make_norm(norm, d_model, eps, bias)
         self.cross_attn = MultiHeadAttention(d_model, num_heads, attn_dropout, bias) if cross_attention else None
-        self.cross_attn_norm = nn.LayerNorm(d_model, eps=eps, bias=bias) if cross_attention else None
+        self.cross_attn_norm = make_norm(norm, d_model, eps, bias) if cross_attention else None
         self.ffn = FeedForward(d_model, d_ff, activation, dropout, bias)
-        self.ffn_norm = nn.LayerNorm(d_model, eps=eps, bias=bias)
+        self.ffn_norm = make_norm(norm, d_model, eps, bias)
         self.dropout = Dropout(dropout)
 
     def _sublayer(self, x: Tensor, norm: nn.Module, fn) -> tuple[Tensor, Tensor | None]:
@@ -91,15 +105,18 @@ class TransformerLayer(nn.Module):
         memory_mask: Tensor | None = None,
         cache: LayerCache | None = None,
         need_weights: bool = False,
+        positions: Tensor | None = None,
     ) -> LayerOutput:
         """x [B, T, E]; mask: self-attention mask broadcastable to [B, H, T, T] (True = may attend);
         causal: decoder/GPT masking; memory [B, S, E]: encoder output for cross-attention, with
-        memory_mask broadcastable to [B, H, T, S]; cache: decoding state (see LayerCache)."""
+        memory_mask broadcastable to [B, H, T, S]; cache: decoding state (see LayerCache); positions:
+        the tokens' absolute positions [T] or [B, T] for RoPE (see MultiHeadAttention.forward)."""
         self_cache = cache.self_attn if cache is not None else None
         x, self_w = self._sublayer(
             x,
             self.self_attn_norm,
-            lambda h: self.self_attn(h, mask=mask, causal=causal, need_weights=need_weights, cache=self_cache),
+            lambda h: self.self_attn(h, mask=mask, causal=causal, need_weights=need_weights, cache=self_cache,
+                                     positions=positions),
         )
         cross_w = None
         if self.cross_attn is not None:
@@ -139,6 +156,7 @@ class LayerStack(nn.ModuleList):
         memory_mask: Tensor | None = None,
         caches: list[LayerCache] | None = None,
         need_weights: bool = False,
+        positions: Tensor | None = None,
     ) -> StackOutput:
         """x [B, T, E] through every layer (arguments as :meth:`TransformerLayer.forward`; ``caches``: one
         LayerCache per layer or None). need_weights: collect each layer's attention weights."""
@@ -146,7 +164,8 @@ class LayerStack(nn.ModuleList):
         cross_ws: list[Tensor] = []
         for i, layer in enumerate(self):
             out = layer(x, mask=mask, causal=causal, memory=memory, memory_mask=memory_mask,
-                        cache=None if caches is None else caches[i], need_weights=need_weights)
+                        cache=None if caches is None else caches[i], need_weights=need_weights,
+                        positions=positions)
             x = out.x
             if need_weights:
                 self_ws.append(out.self_weights)
