@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from attnkit.tasks.demo import SCORES, train_alignment
+from attnkit.tasks import limits
+from attnkit.tasks.demo import SCORES, check_alignment_args, train_alignment
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -28,6 +29,8 @@ def _run(args: argparse.Namespace) -> int:
     import matplotlib.pyplot as plt
     import numpy as np
 
+    with limits.option_names({"steps": "--steps", "seed": "--seed"}):
+        check_alignment_args(args.steps, args.seed)
     results = []
     print(f"{'score':<11} {'accuracy':>8} {'alignment':>9}")
     for score in SCORES:

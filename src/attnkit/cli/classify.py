@@ -21,6 +21,7 @@ import torch
 from attnkit.cli.common import note, stdin_lines
 from attnkit.cli.train_summary import train_and_summarise
 from attnkit.errors import InputError
+from attnkit.tasks import limits
 from attnkit.training import TrainConfig, add_train_args, latest_checkpoint, train_config_from_args
 
 DEFAULTS = TrainConfig(max_steps=1000, lr=5e-5, warmup=100, schedule="linear", weight_decay=0.01,
@@ -56,6 +57,7 @@ def _split_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--split-seed", type=int, default=0, help="seed of the held-out split (default 0)")
 
 
+@limits.with_option_names({"batch_size": "--batch-size", "max_length": "--max-length", "grad_accum": "--grad-accum"})
 def _train(args: argparse.Namespace) -> int:
     from attnkit.data.tsv import read_tsv
     from attnkit.tasks.bert import classify_task, init_classifier, resume_classifier
@@ -81,7 +83,7 @@ def _train(args: argparse.Namespace) -> int:
         model, tok = init_classifier(init, len(labels), args.from_scratch)
     limit = min(args.max_length, model.config.max_len)
     task, truncated = classify_task(data, args.data, labels, tok, model.config, limit, args.holdout, args.split_seed,
-                                    args.batch_size, cfg.seed)
+                                    args.batch_size, cfg.seed, grad_accum=cfg.grad_accum, device=cfg.device)
     note(f"longer than {limit} tokens: truncated", truncated)
     tr, te = len(task.train_ids), len(task.val_ids)
     return train_and_summarise(

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from attnkit.models.params import num_parameters
-from attnkit.tasks.demo import cross_attention, dates_demo, prepare_out
+from attnkit.tasks.demo import check_sizes, cross_attention, dates_demo, prepare_out
 from attnkit.training import train
 from attnkit.viz.heatmap import plot_attention
 
@@ -39,6 +39,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     started = time.monotonic()
+    check_sizes(args.train_size, args.test_size, args.seed)
     out = Path(args.out)
     prepare_out(out)
     demo = dates_demo(args.train_size, args.test_size, args.steps, args.time_limit, args.seed, args.quiet)

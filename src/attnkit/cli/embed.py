@@ -10,6 +10,7 @@ mean-pooled, L2-normalised last hidden states (Sentence-BERT), computed in lengt
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import sys
 from pathlib import Path
@@ -17,9 +18,14 @@ from pathlib import Path
 import numpy as np
 
 from attnkit.cli.common import note, stdin_lines
+from attnkit.cli.stream import Interruptible, LineWriter, progress_bar
 from attnkit.cli.textarg import utf8_text
 from attnkit.data.lines import read_lines
 from attnkit.errors import CheckpointError, InputError
+from attnkit.tasks import limits
+
+# The Python names of the embedding options (errors of attnkit.tasks.limits) -> the flags.
+EMBED_OPTIONS = {"batch_size": "--batch-size", "max_length": "--max-length"}
 
 
 def _input_notes(lines: list[str], truncated: list[int], unknown: list[int], max_length: int) -> None:
@@ -38,6 +44,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("embed", help="sentence embeddings, one vector per input line (stdin -> stdout)")
     _add_model_args(p)
     p.add_argument("--format", choices=("npy", "jsonl"), default="npy", help="output format (default npy)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar on stderr")
     p.set_defaults(func=_embed)
     q = sub.add_parser("similar", help="the corpus lines most similar to a query (cosine of embeddings)")
     _add_model_args(q)
@@ -59,27 +66,53 @@ def _load(args: argparse.Namespace):  # noqa: ANN202
     return open_bert(args.model).inference
 
 
-def _encode(args: argparse.Namespace, embedder, lines: list[str]):  # noqa: ANN001, ANN202
-    limit = min(args.max_length or embedder.max_positions, embedder.max_positions)
-    return embedder.embed(lines, batch_size=args.batch_size, max_length=limit), limit
+def _limit(args: argparse.Namespace, embedder) -> int:  # noqa: ANN001
+    """--max-length, or the model's maximum when it is unset or larger (the latter with a warning)."""
+    if args.max_length is not None and args.max_length > embedder.max_positions:
+        print(f"attnkit: warning: --max-length {args.max_length} is more than the model's "
+              f"{embedder.max_positions} positions; using {embedder.max_positions}", file=sys.stderr)
+    return min(args.max_length or embedder.max_positions, embedder.max_positions)
+
+
+def _encode(args: argparse.Namespace, embedder, lines: list[str], on_rows=None):  # noqa: ANN001, ANN202
+    limit = _limit(args, embedder)
+    with limits.option_names(EMBED_OPTIONS):
+        return embedder.embed(lines, batch_size=args.batch_size, max_length=limit, on_rows=on_rows), limit
 
 
 def _embed(args: argparse.Namespace) -> int:
+    """Embed stdin's lines, writing the vectors of each line as soon as it and the lines before it are done
+    (npy: the header first); Ctrl-C / SIGTERM: exit 130 / 143 after whole rows, with one line saying how
+    many."""
     if args.format == "npy" and sys.stdout.isatty():
         raise InputError("refusing to write binary .npy data to a terminal: redirect stdout or use --format jsonl")
     loaded = _load(args)
     lines = stdin_lines()
     if not lines:
         raise InputError("no input lines on stdin (one sentence per line expected)")
-    out, limit = _encode(args, loaded, lines)
+    bar = progress_bar(len(lines), "line", args.quiet)
+    guard = Interruptible(lambda: writer.progress())
+    writer = LineWriter(sys.stdout, len(lines), guard, bar)
+    header_written = False
+
+    def write(start: int, vectors) -> None:  # noqa: ANN001
+        nonlocal header_written
+        rows = vectors.numpy().astype(np.float32)
+        if args.format == "jsonl":
+            writer.write([json.dumps([round(float(x), 7) for x in v]) for v in rows])
+            return
+        if not header_written:  # what np.save writes for the whole [N, E] float32 array
+            header = io.BytesIO()
+            np.lib.format.write_array_header_1_0(header, {"descr": np.lib.format.dtype_to_descr(rows.dtype),
+                                                          "fortran_order": False,
+                                                          "shape": (len(lines), rows.shape[1])})
+            writer.write_binary(header.getvalue(), 0)
+            header_written = True
+        writer.write_binary(rows.tobytes(), len(rows))
+
+    with bar, guard:
+        out, limit = _encode(args, loaded, lines, on_rows=write)
     _input_notes(lines, out.truncated, out.unknown, limit)
-    vectors = out.vectors.numpy().astype(np.float32)
-    if args.format == "npy":
-        np.save(sys.stdout.buffer, vectors)
-        sys.stdout.buffer.flush()
-    else:
-        for v in vectors:
-            sys.stdout.write(json.dumps([round(float(x), 7) for x in v]) + "\n")
     return 0
 
 

@@ -12,6 +12,7 @@ import os
 import sys
 
 from attnkit import __version__
+from attnkit.cli.stream import Stopped
 from attnkit.errors import AttnkitError
 
 # Each module defines ``register(subparsers)``; a parser's ``func(args) -> int | None`` runs the command.
@@ -24,6 +25,7 @@ COMMAND_MODULES = [
     "attnkit.cli.classify",
     "attnkit.cli.embed",
     "attnkit.cli.viz",
+    "attnkit.cli.serve",
 ]
 
 
@@ -46,6 +48,14 @@ def main(argv: list[str] | None = None) -> int:
         code = args.func(args)
     except AttnkitError as exc:
         print(f"attnkit: error: {exc}", file=sys.stderr)
+        return 2
+    except Stopped as exc:  # Ctrl-C / SIGTERM in a streaming command: what was written is whole lines
+        print(f"attnkit: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except MemoryError:
+        # The estimates of attnkit.tasks.limits stop what would not fit before it starts; this is the last
+        # resort when one was too low (the message of the estimate's check would have named the option).
+        print("attnkit: error: out of memory (try smaller sizes: beam, batch, samples)", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("attnkit: interrupted", file=sys.stderr)

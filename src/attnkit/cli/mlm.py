@@ -17,6 +17,7 @@ import torch
 from attnkit.cli.common import note
 from attnkit.cli.train_summary import train_and_summarise
 from attnkit.errors import InputError
+from attnkit.tasks import limits
 from attnkit.training import TrainConfig, add_train_args, train_config_from_args
 
 DEFAULTS = TrainConfig(max_steps=2000, lr=5e-4, warmup=200, schedule="linear", weight_decay=0.01,
@@ -41,6 +42,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.set_defaults(func=_train)
 
 
+@limits.with_option_names({"vocab_size": "--vocab-size", "max_tokens": "--max-tokens", "grad_accum": "--grad-accum"})
 def _train(args: argparse.Namespace) -> int:
     from attnkit.tasks.bert import prepare_mlm
 
@@ -50,7 +52,8 @@ def _train(args: argparse.Namespace) -> int:
     torch.manual_seed(cfg.seed)  # the initial weights
     run = Path(args.out)
     task, model, truncated = prepare_mlm(args.text, run, args.preset, args.vocab_size, args.val_fraction, cfg.seed,
-                                         args.max_tokens, args.tokenizer)
+                                         args.max_tokens, args.tokenizer, grad_accum=cfg.grad_accum,
+                                         device=cfg.device)
     note(f"longer than the model's maximum of {task.config.max_len} tokens: truncated", truncated)
     return train_and_summarise(
         task, model, cfg, run,

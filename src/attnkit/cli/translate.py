@@ -19,20 +19,26 @@ from pathlib import Path
 
 import torch
 
+from attnkit.cli.stream import Interruptible, LineWriter, progress_bar
 from attnkit.data.lines import decode_lines
 from attnkit.data.parallel import read_parallel, resolve_data
+from attnkit.decoding.align import DEFAULT_LAYER, format_pharaoh
+from attnkit.decoding.options import DecodeOptions
 from attnkit.errors import InputError
 from attnkit.evaluation.bleu import corpus_scores
+from attnkit.models.hf.hub import download
 from attnkit.models.params import num_parameters
 from attnkit.models.rnn import CELLS as RNN_CELLS
 from attnkit.models.rnn import SCORES as RNN_SCORES
 from attnkit.models.rnn import RNNSeq2SeqConfig
 from attnkit.models.transformer import PRESETS, TransformerConfig
-from attnkit.tasks.runs import open_run
+from attnkit.tasks import limits
+from attnkit.tasks.pretrained_translation import export_marian, open_translator
 from attnkit.tasks.translation import (
     ARCHS,
-    FAMILY,
+    Translator,
     check_run_family,
+    check_training_memory,
     corpus_task,
     finalize_weights,
     run_meta,
@@ -41,6 +47,16 @@ from attnkit.tasks.translation import (
 from attnkit.tasks.translation import build_model as build_translation_model
 from attnkit.training import TrainConfig, add_train_args, train, train_config_from_args
 
+# translate run decodes its input in chunks of this many batches (each chunk sorted by length), so that
+# the first lines are written early (the translations do not depend on the batching; tested).
+CHUNK_BATCHES = 2
+# The Python names of the decoding options (errors of attnkit.tasks.limits) -> the flags.
+RUN_OPTIONS = {"beam_size": "--beam", "max_tokens": "--batch-tokens"}
+DECODE_FLAGS = {"beam_size": "--beam", "n_best": "--n-best", "temperature": "--temperature", "top_k": "--top-k",
+                "top_p": "--top-p", "no_repeat_ngram": "--no-repeat-ngram", "max_len_a": "--max-len-a",
+                "max_len_b": "--max-len-b", "length_penalty": "--length-penalty"}
+TRAIN_OPTIONS = {"vocab_size": "--vocab-size", "max_tokens": "--max-tokens", "d_model": "--d-model",
+                 "n_layers": "--layers", "max_len": "--max-len", "grad_accum": "--grad-accum"}
 TRAIN_DEFAULTS = TrainConfig(max_steps=100000, lr=1e-3, warmup=1000, schedule="inverse_sqrt", clip_norm=1.0,
                              eval_every=500, ckpt_every=500, keep_last=5, log_every=50)
 
@@ -81,13 +97,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.set_defaults(func=cmd_train)
 
     r = tsub.add_parser("run", help="translate stdin to stdout, one line per line")
-    r.add_argument("run_dir")
+    _model_args(r)
     _decode_args(r)
     r.set_defaults(func=cmd_run)
 
     e = tsub.add_parser("eval", help="BLEU and chrF of a run on a corpus split")
-    e.add_argument("run_dir")
+    _model_args(e)
     e.add_argument("--data", required=True, help="corpus directory or 'multi30k'")
+    e.add_argument("--src", help="the corpus' source language suffix (default: the run's)")
+    e.add_argument("--tgt", help="the corpus' target language suffix (default: the run's)")
     e.add_argument("--split", default="test_2016_flickr")
     e.add_argument("--beam", type=int, nargs="+", default=[1, 5], help="beam sizes to score (1 = greedy)")
     e.add_argument("--length-penalty", type=float, default=1.0)
@@ -95,11 +113,82 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--hyp-out", help="write the translations of the last beam size here")
     e.set_defaults(func=cmd_eval)
 
+    x = tsub.add_parser("export", help="write a run in another format (a Hugging Face Marian directory)")
+    x.add_argument("run_dir")
+    x.add_argument("out", help="the directory to write")
+    x.add_argument("--format", choices=("hf",), default="hf", help="hf: a MarianMTModel directory (default)")
+    x.set_defaults(func=cmd_export)
+
+
+def _model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run_dir", nargs="?", help="an attnkit run, or a Hugging Face Marian / M2M-100 / NLLB directory")
+    p.add_argument("--hf", metavar="NAME", help="a Hugging Face Hub model (e.g. Helsinki-NLP/opus-mt-de-en), "
+                   "downloaded once into the Hub cache, or a local directory")
+    p.add_argument("--src-lang", help="source language code of a multilingual model (M2M-100: de, NLLB: deu_Latn)")
+    p.add_argument("--tgt-lang", help="target language code (M2M-100 / NLLB: the forced first token; a "
+                   "multi-target Marian model: its >>xx<< token)")
+
 
 def _decode_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--beam", type=int, default=1, help="beam size (1 = greedy, default)")
     p.add_argument("--length-penalty", type=float, default=1.0, help="alpha of score / length**alpha")
-    p.add_argument("--batch-tokens", type=int, default=3000)
+    p.add_argument("--batch-tokens", type=int, default=3000,
+                   help="source tokens per batch, times the beam size (default %(default)s)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar on stderr")
+    d = p.add_argument_group("decoding options (every encoder-decoder)")
+    d.add_argument("--n-best", type=int, help="print the K best hypotheses of the beam (K <= --beam) as TSV: "
+                   "line index, rank, score, text")
+    d.add_argument("--sample", action="store_true", help="sample instead of searching (e.g. back-translation)")
+    d.add_argument("--temperature", type=float, default=1.0, help="--sample: softmax temperature")
+    d.add_argument("--top-k", type=int, help="--sample: only the K most likely tokens")
+    d.add_argument("--top-p", type=float, help="--sample: only the smallest set of tokens of probability >= P")
+    d.add_argument("--seed", type=int, help="--sample: random seed (the same output every run)")
+    d.add_argument("--no-repeat-ngram", type=int, default=0, help="no N-gram twice in a translation (0 = off)")
+    d.add_argument("--max-len-a", type=float, default=1.0, help="at most A * source length + B new tokens")
+    d.add_argument("--max-len-b", type=int, default=50, help="(see --max-len-a; default 1 * length + 50)")
+    d.add_argument("--prefix", help="forced first words of every translation (target-side text)")
+    d.add_argument("--alignments", action="store_true", help="append a tab and the word alignment (Pharaoh "
+                   "i-j pairs: source word i, target word j) to each line")
+    d.add_argument("--align-layer", type=int, default=DEFAULT_LAYER, help="decoder layer whose cross-attention "
+                   "aligns (default -2: the second-to-last)")
+    d.add_argument("--align-heads", type=int, nargs="+", help="heads to average (default: all)")
+
+
+def _decode_options(args: argparse.Namespace, translator: Translator) -> DecodeOptions:
+    """The DecodeOptions of the flags; InputError naming the flag for a bad value."""
+    if args.n_best is not None and args.sample:
+        raise InputError("--n-best ranks the hypotheses of a beam; it does not combine with --sample")
+    if args.sample and args.beam > 1:
+        raise InputError("--sample draws one translation per line; it does not combine with --beam > 1")
+    prefix = translator.target_ids(args.prefix) if args.prefix else ()
+    try:
+        return DecodeOptions(beam_size=args.beam, length_penalty=args.length_penalty, n_best=args.n_best or 1,
+                             sample=args.sample, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+                             seed=args.seed, no_repeat_ngram=args.no_repeat_ngram, max_len_a=args.max_len_a,
+                             max_len_b=args.max_len_b, prefix=prefix)
+    except ValueError as exc:  # "<field> must be ...": name the flag
+        name, rest = str(exc).split(" ", 1)
+        raise InputError(f"{DECODE_FLAGS.get(name, name)} {rest}") from None
+
+
+def _run_listing(args: argparse.Namespace, translator: Translator, lines: list[str], opts: DecodeOptions) -> int:
+    """--n-best (TSV: line index, rank, score, text) and --alignments (text TAB pairs), after all lines."""
+    langs = {"src_lang": args.src_lang, "tgt_lang": args.tgt_lang}
+    if args.n_best is not None:
+        hyps: list = []
+        translator.translate(lines, warn=True, max_tokens=args.batch_tokens, options=opts, nbest=hyps, **langs)
+        for n, sent in enumerate(hyps):
+            for rank, (score, text) in enumerate(sent, 1):
+                sys.stdout.write(f"{n}\t{rank}\t{score:.4f}\t{text.replace(chr(10), ' ')}\n")
+    else:
+        try:
+            aligned = translator.align(lines, opts, args.align_layer, args.align_heads, **langs)
+        except ValueError as exc:
+            raise InputError(f"--align-layer / --align-heads: {exc}") from None
+        for a in aligned:
+            sys.stdout.write(f"{a.text.replace(chr(10), ' ')}\t{format_pharaoh(a.pairs)}\n")
+    sys.stdout.flush()
+    return 0
 
 
 # ---------------------------------------------------------------------------------------------- train
@@ -138,7 +227,9 @@ def _check_train_args(args: argparse.Namespace) -> None:
               ("--label-smoothing", args.label_smoothing, 0.0 <= args.label_smoothing < 1.0, "in [0, 1)"),
               ("--val-bleu-n", args.val_bleu_n, args.val_bleu_n >= 0, ">= 0")]
     checks += [(flag, v, v >= 1, ">= 1") for flag, v in (("--d-model", args.d_model), ("--heads", args.heads),
-                                                         ("--d-ff", args.d_ff)) if v is not None]
+                                                         ("--d-ff", args.d_ff), ("--layers", args.layers),
+                                                         ("--max-train-lines", args.max_train_lines),
+                                                         ("--average-last", args.average_last)) if v is not None]
     if args.dropout is not None:
         checks.append(("--dropout", args.dropout, 0.0 <= args.dropout < 1.0, "in [0, 1)"))
     for flag, value, ok, rule in checks:
@@ -146,10 +237,12 @@ def _check_train_args(args: argparse.Namespace) -> None:
             raise InputError(f"{flag} must be {rule}, got {value}")
 
 
+@limits.with_option_names(TRAIN_OPTIONS)
 def cmd_train(args: argparse.Namespace) -> int:
     _check_train_args(args)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    threads = limits.threads("--threads", args.threads)
+    if threads:
+        torch.set_num_threads(threads)
     out = Path(args.out)
     check_run_family(out)
     data = resolve_data(args.data, (args.src, args.tgt))
@@ -166,9 +259,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     src_tok, tgt_tok = run_tokenizers(out, args.src, args.tgt, joint, args.vocab_size, corpus.src, corpus.tgt)
     meta = run_meta(out, lambda: {"arch": args.arch, "src": args.src, "tgt": args.tgt, "joint": joint,
                                   "model_config": _model_config(args, src_tok.vocab_size, tgt_tok.vocab_size)})
-    model = build_translation_model(meta["arch"], meta["model_config"])
     cfg = train_config_from_args(args, max_tokens=args.max_tokens, vocab_size=args.vocab_size,
                                  label_smoothing=args.label_smoothing)
+    check_training_memory(meta, len(corpus), args.max_tokens, cfg.grad_accum, cfg.device)
+    model = build_translation_model(meta["arch"], meta["model_config"])
     task = corpus_task(corpus.src, corpus.tgt, val.src if val else [], val.tgt if val else [], meta, src_tok,
                        tgt_tok, args.max_tokens, cfg.seed, args.label_smoothing, args.val_bleu_n)
     print(f"attnkit: {meta['arch']} with {num_parameters(model) / 1e6:.2f}M parameters, {len(corpus)} training "
@@ -184,31 +278,51 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 # ------------------------------------------------------------------------------------------ run / eval
 def cmd_run(args: argparse.Namespace) -> int:
+    """Translate stdin, writing each line as soon as it and the lines before it are done (the input is
+    decoded in chunks of CHUNK_BATCHES batches, each sorted by length); Ctrl-C / SIGTERM: exit 130 / 143
+    after whole lines, with one line saying how many."""
     if args.beam < 1:
         raise InputError(f"--beam must be >= 1, got {args.beam}")
-    translator = open_run(args.run_dir, family=FAMILY).inference
+    limits.finite("--length-penalty", args.length_penalty)
+    translator = _translator(args)
+    translator.languages(args.src_lang, args.tgt_lang)  # a bad language code fails before reading stdin
+    opts = _decode_options(args, translator)
     lines = decode_lines(sys.stdin.buffer.read(), "standard input")
-    outputs = translator.translate(lines, beam_size=args.beam, length_penalty=args.length_penalty, warn=True)
-    for line in outputs:
-        sys.stdout.write(line.replace("\n", " ") + "\n")
-    sys.stdout.flush()
+    if args.n_best is not None or args.alignments:
+        with limits.option_names(RUN_OPTIONS):
+            return _run_listing(args, translator, lines, opts)
+    bar = progress_bar(len(lines), "line", args.quiet)
+    guard = Interruptible(lambda: writer.progress())
+    writer = LineWriter(sys.stdout, len(lines), guard, bar)
+    with bar, guard, limits.option_names(RUN_OPTIONS):
+        chunk = CHUNK_BATCHES * max(args.batch_tokens // max(args.beam, 1), 1)
+        translator.translate(lines, beam_size=args.beam, length_penalty=args.length_penalty, warn=True,
+                             src_lang=args.src_lang, tgt_lang=args.tgt_lang, max_tokens=args.batch_tokens,
+                             chunk_tokens=chunk, options=opts,
+                             on_done=lambda _, out: writer.write([line.replace("\n", " ") for line in out]))
     return 0
 
 
+@limits.with_option_names(RUN_OPTIONS)
 def cmd_eval(args: argparse.Namespace) -> int:
     if any(b < 1 for b in args.beam):
         raise InputError(f"--beam sizes must be >= 1, got {args.beam}")
-    translator = open_run(args.run_dir, family=FAMILY).inference
-    meta = translator.meta
+    limits.finite("--length-penalty", args.length_penalty)
+    translator = _translator(args)
+    translator.languages(args.src_lang, args.tgt_lang)
+    meta = {**translator.meta, **{k: v for k, v in (("src", args.src), ("tgt", args.tgt)) if v}}
+    if "src" not in meta or "tgt" not in meta:
+        raise InputError("--src and --tgt are needed: the model does not say which corpus files to read")
     corpus = read_parallel(resolve_data(args.data, (meta["src"], meta["tgt"])), args.split, meta["src"], meta["tgt"])
     if len(corpus) == 0:
         raise InputError(f"{args.data}: the {args.split} split is empty")
-    results = {"run": str(args.run_dir), "split": args.split, "src": meta["src"], "tgt": meta["tgt"],
+    results = {"run": str(args.run_dir or args.hf), "split": args.split, "src": meta["src"], "tgt": meta["tgt"],
                "sentences": len(corpus), "length_penalty": args.length_penalty, "scores": {}}
     hyps: list[str] = []
     for beam in args.beam:
         start = time.perf_counter()
-        hyps = translator.translate(corpus.src, beam_size=beam, length_penalty=args.length_penalty, warn=True)
+        hyps = translator.translate(corpus.src, beam_size=beam, length_penalty=args.length_penalty, warn=True,
+                                    src_lang=args.src_lang, tgt_lang=args.tgt_lang)
         seconds = time.perf_counter() - start
         s = corpus_scores(hyps, corpus.tgt)
         name = "greedy" if beam == 1 else f"beam{beam}"
@@ -220,4 +334,17 @@ def cmd_eval(args: argparse.Namespace) -> int:
         Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
     if args.hyp_out:
         Path(args.hyp_out).write_text("".join(h + "\n" for h in hyps))
+    return 0
+
+
+def _translator(args: argparse.Namespace) -> Translator:
+    if (args.run_dir is None) == (args.hf is None):
+        raise InputError("give either a run directory or --hf NAME")
+    return open_translator(args.run_dir) if args.hf is None else open_translator(download(args.hf))
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    out = export_marian(args.run_dir, args.out)
+    print(f"attnkit: wrote {out} (a MarianMTModel directory; transformers: AutoModelForSeq2SeqLM / AutoTokenizer)",
+          file=sys.stderr)
     return 0

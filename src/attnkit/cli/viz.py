@@ -36,6 +36,8 @@ def _run(args: argparse.Namespace) -> int:
     from attnkit.viz.html import write_viewer
     from attnkit.viz.load import attention_maps, open_model
 
+    if args.max_tokens < 1:
+        raise InputError(f"--max-tokens must be >= 1, got {args.max_tokens}")
     view = open_model(args.model)
     maps = attention_maps(view, args.text, args.target, args.max_tokens)
     for amap in maps.maps:

@@ -65,3 +65,25 @@ class LazyBatches(Sequence):
 
     def __getitem__(self, i: int) -> Any:  # type: ignore[override]
         return self.build(i, self.groups[i])
+
+
+class InOrder:
+    """Hands the outputs of batches on in input order: ``on_done(start, outputs[start:stop])`` once output
+    ``start`` and every one before it are done (decoding in length-sorted batches, writing as we go).
+    ``outputs`` is the list (or tensor) the batches fill; call the object with each batch's indices."""
+
+    def __init__(self, outputs: Any, on_done: Callable[[int, Any], None] | None) -> None:
+        self.outputs, self.on_done = outputs, on_done
+        self.done = [False] * len(outputs)
+        self.next = 0  # outputs before this one have been handed on
+
+    def __call__(self, batch: Sequence[int]) -> None:
+        if self.on_done is None:
+            return
+        for i in batch:
+            self.done[i] = True
+        start = self.next
+        while self.next < len(self.done) and self.done[self.next]:
+            self.next += 1
+        if self.next > start:
+            self.on_done(start, self.outputs[start : self.next])

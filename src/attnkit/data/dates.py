@@ -73,25 +73,39 @@ def _month(m: int, rng: random.Random) -> str:
 
 def write_date(d: dt.date, rng: random.Random) -> str:
     """One random spelling of a date."""
+    return spell_date(d, rng)[0]
+
+
+def spell_date(d: dt.date, rng: random.Random) -> tuple[str, dict[str, list[int]]]:
+    """One random spelling of a date and where its parts are: {"year" | "month" | "day": the indices of the
+    whitespace-separated words that spell it} (the reference of the alignment tests)."""
     mon, day, year = _month(d.month, rng), d.day, d.year
     day_word, year_word = ordinal_words(day), year_words(year, rng)
-    formats = [
-        f"{day_word} of {mon} {year_word}",
-        f"the {day_word} of {mon}, {year_word}",
-        f"{mon} {day_word}, {year_word}",
-        f"{mon} the {day_word} {year_word}",
-        f"{mon} {day}, {year}",
-        f"{day} {mon} {year}",
-        f"{ordinal_suffix(day)} {mon} {year}",
-        f"the {ordinal_suffix(day)} of {mon} {year}",
-        f"{mon} {ordinal_suffix(day)}, {year_word}",
-        f"{year} {mon} {day}",
-        f"{day_word} {mon} {year}",
+    dw, yw, sd = ("D", day_word), ("Y", year_word), ("D", ordinal_suffix(day))
+    formats = [  # (word, part) pieces; "" = no part (of, the)
+        [dw, ("", "of"), ("M", mon), yw],
+        [("", "the"), dw, ("", "of"), ("M", mon + ","), yw],
+        [("M", mon), ("D", day_word + ","), yw],
+        [("M", mon), ("", "the"), dw, yw],
+        [("M", mon), ("D", f"{day},"), ("Y", str(year))],
+        [("D", str(day)), ("M", mon), ("Y", str(year))],
+        [sd, ("M", mon), ("Y", str(year))],
+        [("", "the"), sd, ("", "of"), ("M", mon), ("Y", str(year))],
+        [("M", mon), ("D", ordinal_suffix(day) + ","), yw],
+        [("Y", str(year)), ("M", mon), ("D", str(day))],
+        [dw, ("M", mon), ("Y", str(year))],
     ]
-    text = rng.choice(formats)
+    pieces = rng.choice(formats)
     if rng.random() < 0.25:
-        text = f"{WEEKDAYS[d.weekday()]}, {text}"
-    return text
+        pieces = [("", f"{WEEKDAYS[d.weekday()]},"), *pieces]
+    parts: dict[str, list[int]] = {"year": [], "month": [], "day": []}
+    words: list[str] = []
+    for part, text in pieces:
+        n = len(text.split())
+        if part:
+            parts[{"Y": "year", "M": "month", "D": "day"}[part]] += range(len(words), len(words) + n)
+        words += text.split()
+    return " ".join(words), parts
 
 
 def dates_corpus(n: int, seed: int = 0, start: int = 1900, end: int = 2099,

@@ -17,19 +17,22 @@ import torch
 from torch import Tensor
 
 from attnkit.decoding.generate import DecoderSession, last_logits, worth_dropping
+from attnkit.decoding.rules import TokenRules
 from attnkit.derived import frozen_weights
 
 
 @dataclass
 class BeamConfig:
     """beam_size: K; length_penalty: alpha in score / length**alpha (0 = raw log-probability);
-    max_new_tokens: hypotheses longer than this are cut; eos_id ends a hypothesis; pad_id fills output."""
+    max_new_tokens: hypotheses longer than this are cut; eos_id ends a hypothesis; pad_id fills output;
+    rules: banned and forced tokens, no repeated n-grams (applied to each step's log-probabilities)."""
 
     beam_size: int = 5
     length_penalty: float = 1.0
     max_new_tokens: int = 64
     eos_id: int = 2
     pad_id: int = 0
+    rules: TokenRules | None = None
 
     def __post_init__(self) -> None:
         if self.beam_size < 1:
@@ -41,6 +44,9 @@ class BeamConfig:
 class BeamOutput(NamedTuple):
     tokens: Tensor  # [B, T_out] best hypothesis per sentence (EOS kept when emitted), padded with pad_id
     scores: Tensor  # [B] its length-normalised log-probability
+    # per sentence, its finished hypotheses as (score, tokens), best first: the n-best lists (beam_size of them
+    # at most: a sentence is done once it has that many)
+    hypotheses: list[list[tuple[float, list[int]]]] | None = None
 
 
 def beam_search(session: DecoderSession, prompt: Tensor, cfg: BeamConfig) -> BeamOutput:
@@ -53,7 +59,7 @@ def beam_search(session: DecoderSession, prompt: Tensor, cfg: BeamConfig) -> Bea
     few)."""
     with torch.inference_mode(), frozen_weights():  # inference_mode: cheaper per operation than no_grad
         out = _beam_search(session, prompt, cfg)
-    return BeamOutput(out.tokens.clone(), out.scores.clone())  # ordinary tensors, usable in autograd
+    return BeamOutput(out.tokens.clone(), out.scores.clone(), out.hypotheses)  # ordinary tensors
 
 
 def _beam_search(session: DecoderSession, prompt: Tensor, cfg: BeamConfig) -> BeamOutput:
@@ -63,7 +69,7 @@ def _beam_search(session: DecoderSession, prompt: Tensor, cfg: BeamConfig) -> Be
     expand = torch.arange(b, device=device).repeat_interleave(k)  # (B*K,)
     first = last_logits(session, prompt)  # (B, V)
     session.reorder(expand)
-    logp = torch.log_softmax(first.float(), dim=-1)[expand]  # (B*K, V)
+    logp = _ruled(torch.log_softmax(first.float(), dim=-1)[expand], cfg, 0, prompt[expand])  # (B*K, V)
     v = logp.shape[-1]
     scores = torch.full((b, k), float("-inf"), device=device)
     scores[:, 0] = 0.0  # all beams start identical: keep only the first
@@ -99,7 +105,18 @@ def _beam_search(session: DecoderSession, prompt: Tensor, cfg: BeamConfig) -> Be
                                                     token[keep], history[keep])
         session.reorder(rows)
         logp = torch.log_softmax(last_logits(session, token.unsqueeze(1)).float(), dim=-1)
+        if cfg.rules is not None:
+            before = prompt[active.to(device)].repeat_interleave(k, 0) if cfg.rules.needs_history else None
+            logp = _ruled(logp, cfg, step + 1, None if before is None else torch.cat([before, history], 1))
     return _best(finished, b, cfg, device)
+
+
+def _ruled(logp: Tensor, cfg: BeamConfig, step: int, history: Tensor) -> Tensor:
+    """The log-probabilities [R, V] of generated token ``step`` after ``cfg.rules`` (history [R, t]: the
+    decoder input so far)."""
+    if cfg.rules is None:
+        return logp
+    return cfg.rules.apply(logp, step, step + 1 == cfg.max_new_tokens, history)
 
 
 def _slots(parent: Tensor) -> Tensor:
@@ -145,9 +162,10 @@ def _finish_alive(finished, done, active, scores, history, k, cfg) -> None:
 
 
 def _best(finished, b: int, cfg: BeamConfig, device) -> BeamOutput:
-    best = [max(f, key=lambda h: h[0]) for f in finished]
+    ranked = [sorted(f, key=lambda h: -h[0]) for f in finished]  # stable: ties keep the order of finishing
+    best = [r[0] for r in ranked]
     width = max(len(t) for _, t in best)
     tokens = torch.full((b, width), cfg.pad_id, dtype=torch.long, device=device)
     for r, (_, t) in enumerate(best):
         tokens[r, : len(t)] = torch.tensor(t, dtype=torch.long)
-    return BeamOutput(tokens, torch.tensor([s for s, _ in best]))
+    return BeamOutput(tokens, torch.tensor([s for s, _ in best]), ranked)

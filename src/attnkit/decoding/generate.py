@@ -3,12 +3,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 import torch
 from torch import Tensor
 
+from attnkit.decoding.rules import TokenRules
+from attnkit.decoding.textstream import TextStream
 from attnkit.derived import frozen_weights
 
 # Greedy and beam search drop finished rows from the session once they are at least 1/_DROP_EVERY of its
@@ -42,7 +45,8 @@ class DecoderSession(Protocol):
 class GenerationConfig:
     """max_new_tokens: how many tokens at most; temperature 0 = greedy; top_k / top_p: keep only the k
     most likely tokens / the smallest set with probability >= p; stop_tokens: a row ends after emitting
-    one of them (it is kept), then emits ``pad_id``; seed: for reproducible sampling."""
+    one of them (it is kept), then emits ``pad_id``; seed: for reproducible sampling; rules: banned and forced
+    tokens, no repeated n-grams (:class:`~attnkit.decoding.rules.TokenRules`, applied before temperature)."""
 
     max_new_tokens: int = 32
     temperature: float = 0.0
@@ -51,11 +55,12 @@ class GenerationConfig:
     stop_tokens: tuple[int, ...] = field(default_factory=tuple)
     pad_id: int = 0
     seed: int | None = None
+    rules: TokenRules | None = None
 
     def __post_init__(self) -> None:
         if self.max_new_tokens < 0:
             raise ValueError(f"max_new_tokens must be >= 0, got {self.max_new_tokens}")
-        if self.temperature < 0:
+        if not self.temperature >= 0:  # NaN too
             raise ValueError(f"temperature must be >= 0, got {self.temperature}")
         if self.top_k is not None and self.top_k < 1:
             raise ValueError(f"top_k must be >= 1, got {self.top_k}")
@@ -82,24 +87,36 @@ def _next_token(logits: Tensor, cfg: GenerationConfig, generator: torch.Generato
     """logits [B, V] -> token ids [B]."""
     if cfg.temperature == 0.0:
         return logits.argmax(-1)
-    logits = filter_logits(logits.float() / cfg.temperature, cfg.top_k, cfg.top_p)
+    scaled = logits.float() / cfg.temperature
+    if bool((torch.isnan(scaled) | torch.isposinf(scaled)).any()):
+        # A tiny temperature overflows float32: divide the distances to the best logit instead (the same
+        # distribution, which then puts all its mass on the arg-max).
+        scaled = (logits.float() - logits.float().amax(-1, keepdim=True)) / cfg.temperature
+    logits = filter_logits(scaled, cfg.top_k, cfg.top_p)
     probs = torch.softmax(logits, dim=-1)
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
 
-def generate(session: DecoderSession, prompt: Tensor, cfg: GenerationConfig) -> Tensor:
+# Called after each generation step with that step's tokens [B] and which rows emitted one [B] (False: the
+# row had stopped and got ``pad_id``), in the rows' input order: how generation streams.
+StepCallback = Callable[[Tensor, Tensor], None]
+
+
+def generate(session: DecoderSession, prompt: Tensor, cfg: GenerationConfig,
+             on_step: StepCallback | None = None) -> Tensor:
     """Feed ``prompt`` [B, T0] to the session, then generate up to ``cfg.max_new_tokens`` tokens.
 
     Returns the new tokens [B, T_new] (T_new <= max_new_tokens: generation stops early once every row
     has emitted a stop token; rows that stopped earlier are filled with ``cfg.pad_id``). Runs under
     ``torch.inference_mode`` in a frozen-weights block; the result is an ordinary tensor, usable in autograd
-    afterwards."""
+    afterwards. ``on_step``: see :data:`StepCallback`."""
     with torch.inference_mode(), frozen_weights():
-        tokens = _generate(session, prompt, cfg)
+        tokens = _generate(session, prompt, cfg, on_step)
     return tokens.clone()
 
 
-def _generate(session: DecoderSession, prompt: Tensor, cfg: GenerationConfig) -> Tensor:
+def _generate(session: DecoderSession, prompt: Tensor, cfg: GenerationConfig,
+              on_step: StepCallback | None = None) -> Tensor:
     if prompt.dim() != 2 or prompt.shape[1] == 0:
         raise ValueError(f"prompt must be [B, T0] with T0 >= 1, got {tuple(prompt.shape)}")
     generator = None
@@ -113,9 +130,16 @@ def _generate(session: DecoderSession, prompt: Tensor, cfg: GenerationConfig) ->
     logits = last_logits(session, prompt)  # (B, V)
     n = 0
     for i in range(cfg.max_new_tokens):
+        if cfg.rules is not None:
+            history = torch.cat([prompt[rows], out[rows, :i]], 1) if cfg.rules.needs_history else None
+            logits = cfg.rules.apply(logits, i, i + 1 == cfg.max_new_tokens, history)
         token = _next_token(logits, cfg, generator).masked_fill(done, cfg.pad_id)  # (R,)
         out[rows, i] = token
         n = i + 1
+        if on_step is not None:
+            emitted = torch.zeros(b, dtype=torch.bool, device=prompt.device)
+            emitted[rows] = ~done  # the rows that had not stopped before this step
+            on_step(out[:, i], emitted)
         if stops.numel():
             done = done | torch.isin(token, stops)
             if bool(done.all()):
@@ -166,6 +190,13 @@ def left_pad(rows: list[list[int]], pad_id: int = 0) -> tuple[Tensor, Tensor]:
     return ids, mask
 
 
+def _prompt_rows(tokenizer: TextCodec, prompts: list[str | list[int]], context: int | None) -> list[list[int]]:
+    rows = [tokenizer.encode(p) if isinstance(p, str) else list(p) for p in prompts]
+    if context is not None and max(len(r) for r in rows) > context:
+        raise ValueError(f"a prompt is longer than the context of {context} tokens")
+    return rows
+
+
 def generate_text(
     model: PromptedModel, tokenizer: TextCodec, prompts: list[str | list[int]], cfg: GenerationConfig,
     device: torch.device | str = "cpu", context: int | None = None,
@@ -178,37 +209,88 @@ def generate_text(
     in windows: once the context is full, the last ``context // 2`` tokens of each row are fed again as a
     fresh prompt (positions restart at 0, as nanoGPT's cropping does). None: no windowing (the session
     raises ValueError when its cache is full)."""
-    rows = [tokenizer.encode(p) if isinstance(p, str) else list(p) for p in prompts]
-    if context is not None and max(len(r) for r in rows) > context:
-        raise ValueError(f"a prompt is longer than the context of {context} tokens")
+    rows = _prompt_rows(tokenizer, prompts, context)
     with frozen_weights():  # the weights' derived copies are made once for every window
         new = _generate_windows(model, rows, cfg, device, context)
     return [tokenizer.decode(r) for r in new]
 
 
+# on_text(row, piece, finished): a piece of row's new text, as soon as it decodes to whole characters;
+# ``finished`` marks the row's last call.
+TextCallback = Callable[[int, str, bool], None]
+
+
+def stream_text(
+    model: PromptedModel, tokenizer: TextCodec, prompts: list[str | list[int]], cfg: GenerationConfig,
+    on_text: TextCallback, device: torch.device | str = "cpu", context: int | None = None,
+) -> None:
+    """:func:`generate_text`, streamed: the same tokens, and the same text in pieces given to ``on_text``
+    as they are generated (:class:`~attnkit.decoding.textstream.TextStream`). Keeps only the last
+    ``context`` tokens of each row, so memory does not grow with ``max_new_tokens``."""
+    rows = _prompt_rows(tokenizer, prompts, context)
+    streams = [TextStream(tokenizer.decode) for _ in rows]
+    stops = set(cfg.stop_tokens)
+
+    def on_tokens(pairs: list[tuple[int, int]]) -> None:
+        for row, token in pairs:
+            stream = streams[row]
+            piece = stream.push(token)
+            if token in stops:
+                on_text(row, piece + stream.flush(), True)
+                stream.finished = True
+            elif piece:
+                on_text(row, piece, False)
+
+    with frozen_weights():
+        _generate_windows(model, rows, cfg, device, context, on_tokens=on_tokens, keep_all=False)
+    for row, stream in enumerate(streams):
+        if not stream.finished:
+            on_text(row, stream.flush(), True)
+
+
 def _generate_windows(model: PromptedModel, rows: list[list[int]], cfg: GenerationConfig,
-                      device: torch.device | str, context: int | None) -> list[list[int]]:
-    """generate_text's loop over context windows: the new token ids of each row."""
+                      device: torch.device | str, context: int | None,
+                      on_tokens: Callable[[list[tuple[int, int]]], None] | None = None,
+                      keep_all: bool = True) -> list[list[int]]:
+    """generate_text's loop over context windows: the new token ids of each row (with ``keep_all`` False,
+    only their last ``context``). ``on_tokens``: called after every step with the (row, token) pairs
+    emitted, rows numbered as in ``rows``."""
     new: list[list[int]] = [[] for _ in rows]
+    count = [0] * len(rows)  # new tokens of each row (len(new[i]) unless trimmed)
     active = list(range(len(rows)))
     chunk = 0
-    while active and len(new[active[0]]) < cfg.max_new_tokens:
+    while active and count[active[0]] < cfg.max_new_tokens:
         keep = None if chunk == 0 or context is None else context // 2
         feed = [(rows[i] + new[i])[-keep if keep else 0 :] for i in active]
         ids, mask = left_pad(feed, cfg.pad_id)
-        room = cfg.max_new_tokens - len(new[active[0]])
+        room = cfg.max_new_tokens - count[active[0]]
         if context is not None:
             room = min(room, context - ids.shape[1])
         step_cfg = replace(cfg, max_new_tokens=room, seed=None if cfg.seed is None else cfg.seed + chunk)
         session = model.start_decoding(prompt_mask=mask.to(device), max_len=ids.shape[1] + room)
-        out = generate(session, ids.to(device), step_cfg).tolist()
+        report = None if on_tokens is None else _reporter(active, on_tokens)
+        out = generate(session, ids.to(device), step_cfg, on_step=report).tolist()
         still = []
         for i, row in zip(active, out, strict=True):
             stop = next((j for j, tok in enumerate(row) if tok in cfg.stop_tokens), None)
-            new[i] += row if stop is None else row[: stop + 1]
+            got = row if stop is None else row[: stop + 1]
+            new[i] += got
+            count[i] += len(got)
+            if not keep_all and context is not None:
+                new[i] = new[i][-context:]
             if stop is None and len(row) == room:
                 still.append(i)
         active, chunk = still, chunk + 1
         if context is None:
             break
     return new
+
+
+def _reporter(active: list[int], on_tokens: Callable[[list[tuple[int, int]]], None]) -> StepCallback:
+    """A StepCallback for one window: session row r is row ``active[r]``."""
+
+    def report(tokens: Tensor, emitted: Tensor) -> None:
+        idx = emitted.nonzero().squeeze(1).tolist()
+        on_tokens([(active[r], t) for r, t in zip(idx, tokens[idx].tolist(), strict=True)])
+
+    return report

@@ -8,20 +8,55 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
 from attnkit.layers.dropout import Dropout
 
+SINUSOID_LAYOUTS = ("interleaved", "marian", "fairseq")
 
-def sinusoidal_table(max_len: int, d_model: int) -> Tensor:
-    """PE[pos, 2i] = sin(pos / 10000^(2i/d)), PE[pos, 2i+1] = cos(...). Returns [max_len, d_model]."""
-    pos = torch.arange(max_len, dtype=torch.float64).unsqueeze(1)
+
+def sinusoidal_table(max_len: int, d_model: int, layout: str = "interleaved", start: int = 0) -> Tensor:
+    """Rows ``start .. start + max_len - 1`` of a sinusoidal position table. Returns [max_len, d_model].
+
+    "interleaved" (the paper's): PE[pos, 2i] = sin(pos / 10000^(2i/d)), PE[pos, 2i+1] = cos(...).
+    "marian": the same frequencies, sines in the first half of the columns, cosines in the second (Marian,
+    computed as Hugging Face's MarianSinusoidalPositionalEmbedding does). "fairseq": sines | cosines of
+    pos * 10000^(-i / (d/2 - 1)) (tensor2tensor's, fairseq's and M2M-100's, in float32 as they compute it).
+    ``start``: the first row (fairseq-style models number positions from padding_idx + 1)."""
+    if layout == "marian":
+        return _marian_table(max_len, d_model, start)
+    if layout == "fairseq":
+        return _fairseq_table(max_len, d_model, start)
+    if layout != "interleaved":
+        raise ValueError(f"sinusoid layout must be one of {SINUSOID_LAYOUTS}, got {layout!r}")
+    pos = torch.arange(start, start + max_len, dtype=torch.float64).unsqueeze(1)
     div = torch.exp(torch.arange(0, d_model, 2, dtype=torch.float64) * (-math.log(10000.0) / d_model))
     table = torch.zeros(max_len, d_model, dtype=torch.float64)
     table[:, 0::2] = torch.sin(pos * div)
     table[:, 1::2] = torch.cos(pos * div)[:, : d_model // 2]
     return table.float()
+
+
+def _marian_table(max_len: int, d_model: int, start: int) -> Tensor:
+    pos = np.arange(start, start + max_len, dtype=np.float64)[:, None]
+    angle = pos / np.power(10000, 2 * (np.arange(d_model) // 2) / d_model)  # (T, E): column j uses 2*(j//2)
+    half = (d_model + 1) // 2
+    table = torch.empty(max_len, d_model)
+    table[:, :half] = torch.from_numpy(np.sin(angle[:, 0::2])).float()
+    table[:, half:] = torch.from_numpy(np.cos(angle[:, 1::2])).float()
+    return table
+
+
+def _fairseq_table(max_len: int, d_model: int, start: int) -> Tensor:
+    half = d_model // 2
+    freq = torch.exp(torch.arange(half, dtype=torch.int64).float() * -(math.log(10000) / (half - 1)))
+    angle = torch.arange(start + max_len, dtype=torch.int64).float().unsqueeze(1) * freq.unsqueeze(0)
+    table = torch.cat([torch.sin(angle), torch.cos(angle)], dim=1)  # (start + T, 2 * half)
+    if d_model % 2:
+        table = torch.cat([table, torch.zeros(start + max_len, 1)], dim=1)
+    return table[start:].contiguous()
 
 
 class Embeddings(nn.Module):
@@ -32,6 +67,7 @@ class Embeddings(nn.Module):
         positions: "sinusoidal", "learned" or "none". scale: multiply token embeddings by sqrt(E).
         type_vocab_size: number of token types (segments), 0 for none. layer_norm: LayerNorm after
         the sum (BERT). padding_idx: embedding row kept at zero for padding (or None).
+        sinusoid, position_start: the sinusoidal table's layout and first row (see :func:`sinusoidal_table`).
     """
 
     def __init__(
@@ -47,6 +83,8 @@ class Embeddings(nn.Module):
         eps: float = 1e-12,
         dropout: float = 0.0,
         padding_idx: int | None = None,
+        sinusoid: str = "interleaved",
+        position_start: int = 0,
     ) -> None:
         super().__init__()
         if positions not in ("sinusoidal", "learned", "none"):
@@ -57,7 +95,8 @@ class Embeddings(nn.Module):
         if positions == "learned":
             self.position = nn.Embedding(max_len, d_model)
         elif positions == "sinusoidal":
-            self.register_buffer("position_table", sinusoidal_table(max_len, d_model), persistent=False)
+            self.register_buffer("position_table", sinusoidal_table(max_len, d_model, sinusoid, position_start),
+                                 persistent=False)
         self.token_types = nn.Embedding(type_vocab_size, d_model) if type_vocab_size else None
         self.norm = nn.LayerNorm(d_model, eps=eps) if layer_norm else None
         self.dropout = Dropout(dropout)

@@ -14,6 +14,7 @@ ACTIVATIONS = {
     "relu": F.relu,
     "gelu": F.gelu,  # exact (erf) GELU: BERT
     "gelu_tanh": lambda x: F.gelu(x, approximate="tanh"),  # GPT-2's "gelu_new"
+    "silu": F.silu,  # x * sigmoid(x), "swish": Marian (OPUS-MT)
 }
 GATED = {"swiglu": F.silu}  # gated activations: act(gate(x)) * fc1(x)
 

@@ -1,12 +1,20 @@
-"""GPT (spec part 2, item 5): a unidirectional language model built from the Transformer decoder.
+"""GPT (spec part 2, item 5): a unidirectional language model built from the Transformer decoder, and its
+descendants of the Llama lineage (Llama, Qwen2, Mistral) as the same model with other arguments.
 
 Each token sees only its left context. The model is the decoder stack without encoder-decoder attention:
 token + learned position embeddings, pre-norm causal ``TransformerLayer`` blocks (GELU MLP), a final
 LayerNorm and an output projection tied to the token embeddings (GPT-2's layout). Attention, feed-forward
 and normalisation are attnkit's shared blocks; nothing here re-implements them.
 
+The Llama lineage changes only arguments of those blocks (:class:`GPTConfig` fields, all defaulting to
+GPT-2's choice): ``norm="rmsnorm"``, ``activation="swiglu"``, ``positions="rope"`` (rotary positions in
+every attention instead of learned position embeddings; ``rope_theta``, ``rope_scaling``,
+``rope_interleaved``), ``n_kv_heads`` (grouped-query attention), ``window`` (sliding-window attention,
+Mistral), ``qkv_bias`` (Qwen2), ``qk_norm`` (Qwen3), ``bias=False`` and usually untied embeddings.
+
 Decoding goes through :meth:`GPT.start_decoding`, a :class:`~attnkit.decoding.DecoderSession` with one
-preallocated KV cache per layer, driven by :func:`attnkit.decoding.generate`.
+preallocated KV cache per layer (only the KV heads; only the last window positions when there is a
+window), driven by :func:`attnkit.decoding.generate`.
 """
 
 from __future__ import annotations
@@ -19,28 +27,45 @@ from torch import Tensor, nn
 
 from attnkit.attention.cache import KVCache
 from attnkit.attention.masks import padding_mask
+from attnkit.attention.rope import RopeScaling, RotaryEmbedding
 from attnkit.config_io import JsonConfig
 from attnkit.layers.blocks import LayerCache, LayerStack, StackOutput, TransformerLayer
 from attnkit.layers.embeddings import Embeddings
 from attnkit.layers.linear import use_gemv_linears
+from attnkit.layers.norms import NORMS, make_norm
 from attnkit.models.params import num_parameters
 
 CONFIG_FILE = "gpt_config.json"
+ACTIVATIONS = ("gelu_tanh", "gelu", "swiglu")  # the MLP activations of GPTConfig (FeedForward's names)
 
 
-PRESETS = {"gpt2": "gpt2", "shakespeare-char": "shakespeare_char", "tiny": "tiny"}  # name -> classmethod
+PRESETS = {"gpt2": "gpt2", "shakespeare-char": "shakespeare_char", "tiny": "tiny",  # name -> classmethod
+           "llama-tiny": "llama_tiny"}
 
 
 # The names of the sizes in gpt_config.json (attnkit's first format for it, kept so that every run reads).
 LEGACY_NAMES = {"max_len": "block_size", "n_layers": "n_layer", "n_heads": "n_head", "d_model": "n_embd",
                 "eps": "layer_norm_eps"}
+# Fields written to the JSON only when they differ from these defaults: files written before they existed
+# (GPT-2 style, always) stay byte for byte the same, and older attnkit versions still read them.
+OMITTED_DEFAULTS = {"activation": "gelu_tanh", "norm": "layernorm", "positions": "learned", "n_kv_heads": None,
+                    "window": None, "qkv_bias": None, "qk_norm": False, "rope_theta": 10000.0, "rope_scaling": None,
+                    "rope_interleaved": False}
 
 
 @dataclass
 class GPTConfig(JsonConfig, family="GPT", presets=PRESETS, strict=True, legacy=LEGACY_NAMES):
-    """Shapes and options of a GPT. ``max_len`` is the context length (number of learned positions);
-    ``d_ff`` defaults to 4 * d_model; ``tie_embeddings`` shares the token embedding with the output head;
-    ``activation``: the MLP's GELU, "gelu_tanh" (GPT-2's "gelu_new") or "gelu" (exact, nanoGPT's nn.GELU).
+    """Shapes and options of a GPT. ``max_len`` is the context length (number of learned positions; with
+    RoPE, the longest sequence the model accepts); ``d_ff`` defaults to 4 * d_model; ``tie_embeddings``
+    shares the token embedding with the output head; ``activation``: the MLP's GELU, "gelu_tanh" (GPT-2's
+    "gelu_new") or "gelu" (exact, nanoGPT's nn.GELU), or "swiglu" (a gated MLP: gate, up, down).
+
+    The Llama lineage's options: ``norm`` "layernorm" | "rmsnorm"; ``positions`` "learned" | "rope";
+    ``n_kv_heads`` (default n_heads; fewer = grouped-query attention); ``window`` (sliding-window
+    attention over the last ``window`` tokens); ``qkv_bias`` (biases on q/k/v; default ``bias``);
+    ``qk_norm`` (RMSNorm of each head's queries and keys); ``rope_theta``, ``rope_scaling`` (a
+    :class:`~attnkit.attention.rope.RopeScaling` as a dict: {"kind": "linear" | "llama3", "factor": ...}),
+    ``rope_interleaved`` (GPT-J's pair layout). ``bias`` covers the other linears and LayerNorms.
     JSON I/O and ``preset(name)`` come from :class:`~attnkit.config_io.JsonConfig`."""
 
     vocab_size: int = 50257
@@ -54,6 +79,15 @@ class GPTConfig(JsonConfig, family="GPT", presets=PRESETS, strict=True, legacy=L
     tie_embeddings: bool = True
     eps: float = 1e-5
     activation: str = "gelu_tanh"
+    norm: str = "layernorm"
+    positions: str = "learned"
+    n_kv_heads: int | None = None
+    window: int | None = None
+    qkv_bias: bool | None = None
+    qk_norm: bool = False
+    rope_theta: float = 10000.0
+    rope_scaling: dict | None = None
+    rope_interleaved: bool = False
 
     def __post_init__(self) -> None:
         if min(self.vocab_size, self.max_len, self.n_layers, self.n_heads, self.d_model) <= 0:
@@ -62,16 +96,42 @@ class GPTConfig(JsonConfig, family="GPT", presets=PRESETS, strict=True, legacy=L
             raise ValueError(f"d_model ({self.d_model}) must be a multiple of n_heads ({self.n_heads})")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
-        if self.activation not in ("gelu_tanh", "gelu"):
-            raise ValueError(f"activation must be 'gelu_tanh' or 'gelu', got {self.activation!r}")
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {ACTIVATIONS}, got {self.activation!r}")
+        if self.norm not in NORMS:
+            raise ValueError(f"norm must be one of {NORMS}, got {self.norm!r}")
+        if self.positions not in ("learned", "rope"):
+            raise ValueError(f"positions must be 'learned' or 'rope', got {self.positions!r}")
+        if self.n_kv_heads is not None and (self.n_kv_heads <= 0 or self.n_heads % self.n_kv_heads):
+            raise ValueError(f"n_heads ({self.n_heads}) must be a multiple of n_kv_heads ({self.n_kv_heads})")
+        if self.window is not None and self.window < 1:
+            raise ValueError(f"window must be >= 1, got {self.window}")
+        if self.positions == "rope":
+            if self.head_dim % 2:
+                raise ValueError(f"RoPE needs an even head width, got {self.head_dim}")
+            self.scaling()  # a bad rope_scaling fails here, not when the model is built
 
     def to_dict(self) -> dict:
-        """As JsonConfig's, but without ``activation`` when it is the default: JSON written before the
-        field existed (always GELU-tanh) is unchanged, and older attnkit versions still read it."""
+        """As JsonConfig's, but without the fields of :data:`OMITTED_DEFAULTS` that have their default:
+        JSON written before those fields existed is unchanged, and older attnkit versions still read it."""
         d = super().to_dict()
-        if d["activation"] == "gelu_tanh":
-            del d["activation"]
+        for name, default in OMITTED_DEFAULTS.items():
+            if d[name] == default:
+                del d[name]
         return d
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.n_heads
+
+    def scaling(self) -> RopeScaling | None:
+        """``rope_scaling`` as a RopeScaling (None without one); ValueError when malformed."""
+        if self.rope_scaling is None:
+            return None
+        try:
+            return RopeScaling(**self.rope_scaling)
+        except TypeError as exc:
+            raise ValueError(f"bad rope_scaling {self.rope_scaling} ({exc})") from None
 
     @property
     def ffn_dim(self) -> int:
@@ -97,6 +157,15 @@ class GPTConfig(JsonConfig, family="GPT", presets=PRESETS, strict=True, legacy=L
         base = dict(vocab_size=256, max_len=32, n_layers=2, n_heads=2, d_model=32)
         return cls(**{**base, **overrides})
 
+    @classmethod
+    def llama_tiny(cls, **overrides) -> GPTConfig:
+        """A Llama-style model of the shakespeare-char preset's size and parameter count: 4 layers, 4
+        heads sharing 2 KV heads, 128 wide, context 64; RMSNorm, SwiGLU (d_ff 384: the three matrices
+        hold as many weights as GELU's two of 4 * 128 with full-head attention), RoPE, no biases."""
+        base = dict(vocab_size=65, max_len=64, n_layers=4, n_heads=4, n_kv_heads=2, d_model=128, d_ff=384,
+                    dropout=0.0, bias=False, activation="swiglu", norm="rmsnorm", positions="rope")
+        return cls(**{**base, **overrides})
+
 
 class GPT(nn.Module):
     """Decoder-only causal language model. ``forward(idx [B, T], mask [B, T] | None) -> logits [B, T, V]``."""
@@ -104,15 +173,19 @@ class GPT(nn.Module):
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()
         c = self.config = config
-        self.embed = Embeddings(c.vocab_size, c.d_model, c.max_len, positions="learned", dropout=c.dropout)
+        rope = c.positions == "rope"
+        self.embed = Embeddings(c.vocab_size, c.d_model, c.max_len, positions="none" if rope else "learned",
+                                dropout=c.dropout)
         self.layers = LayerStack(
             TransformerLayer(
                 c.d_model, c.n_heads, c.ffn_dim, dropout=c.dropout, activation=c.activation, norm_first=True,
-                eps=c.eps, bias=c.bias,
+                eps=c.eps, bias=c.bias, norm=c.norm, num_kv_heads=c.n_kv_heads, qkv_bias=c.qkv_bias,
+                rope=RotaryEmbedding(c.head_dim, c.rope_theta, c.scaling(), c.rope_interleaved) if rope else None,
+                window=c.window, qk_norm=c.qk_norm,
             )
             for _ in range(c.n_layers)
         )
-        self.norm = nn.LayerNorm(c.d_model, eps=c.eps, bias=c.bias)
+        self.norm = make_norm(c.norm, c.d_model, c.eps, c.bias)
         self.lm_head = nn.Linear(c.d_model, c.vocab_size, bias=False)
         if c.tie_embeddings:
             self.lm_head.weight = self.embed.tokens.weight
@@ -160,7 +233,7 @@ class GPT(nn.Module):
             positions = (mask.long().cumsum(1) - 1).clamp(min=0)  # (B, T)
             attn_mask = padding_mask(mask)  # (B, 1, 1, T)
         x = self.embed(idx, positions=positions)  # (B, T, E)
-        out = self.layers(x, mask=attn_mask, causal=True, need_weights=need_weights)
+        out = self.layers(x, mask=attn_mask, causal=True, need_weights=need_weights, positions=positions)
         return out._replace(hidden=self.norm(out.hidden))
 
     def start_decoding(self, prompt_mask: Tensor | None = None, max_len: int | None = None) -> GPTSession:
@@ -171,7 +244,8 @@ class GPT(nn.Module):
 
 
 class GPTSession:
-    """Incremental decoding of a GPT: per-layer preallocated KV caches, positions and a key mask.
+    """Incremental decoding of a GPT: per-layer preallocated KV caches, positions and a key mask (over
+    the absolute positions; the slice of the keys the caches hold is passed to the layers).
 
     With ``prompt_mask`` (left padding), each row's real tokens get positions 0, 1, ... and padding keys
     are masked out, so every row generates exactly what it would generate alone."""
@@ -180,7 +254,7 @@ class GPTSession:
         if max_len > model.config.max_len:
             raise ValueError(f"max_len {max_len} exceeds the context length {model.config.max_len}")
         self.model, self.max_len, self.length = model, max_len, 0
-        self.caches = [LayerCache(self_attn=KVCache(max_len)) for _ in model.layers]
+        self.caches = [LayerCache(self_attn=KVCache(max_len, window=model.config.window)) for _ in model.layers]
         self.prompt_mask = None if prompt_mask is None or bool(prompt_mask.all()) else prompt_mask.bool()
         self.key_mask: Tensor | None = None  # (B, max_len), True = real token; only with padding
         self.next_pos: Tensor | None = None  # (B,) position of each row's next token; only with padding
@@ -222,9 +296,9 @@ class GPTSession:
         positions = self._positions(tokens)
         x = model.embed(tokens, positions=positions, offset=self.length)  # (B, t, E)
         end = self.length + t
-        mask = None if self.key_mask is None else self.key_mask[:, None, None, :end]  # (B, 1, 1, S)
-        # A single newest query may see every cached key, so only a multi-token step needs the causal mask.
-        x = model.layers(x, mask=mask, causal=t > 1, caches=self.caches).hidden
+        start = self.caches[0].self_attn.next_start(t)  # the first key the caches will hold (a window drops some)
+        mask = None if self.key_mask is None else self.key_mask[:, None, None, start:end]  # (B, 1, 1, S)
+        x = model.layers(x, mask=mask, causal=True, caches=self.caches, positions=positions).hidden
         self.length = end
         return model.norm(x)
 

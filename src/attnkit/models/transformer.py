@@ -22,6 +22,7 @@ from attnkit.attention.cache import KVCache
 from attnkit.attention.masks import padding_mask
 from attnkit.config_io import JsonConfig
 from attnkit.layers import Embeddings, LayerCache, LayerStack, StackOutput, TransformerLayer
+from attnkit.layers.embeddings import SINUSOID_LAYOUTS
 from attnkit.layers.linear import use_gemv_linears
 from attnkit.layers.losses import LossSum, smoothed_cross_entropy
 from attnkit.models.params import num_parameters
@@ -30,6 +31,9 @@ PRESETS = ("base", "big", "small", "tiny")
 # The names of these sizes in config.json (attnkit's first format for it, kept so that every run reads).
 LEGACY_NAMES = {"n_heads": "num_heads", "n_encoder_layers": "num_encoder_layers",
                 "n_decoder_layers": "num_decoder_layers"}
+# Fields written to config.json only when they differ from these defaults (the options pretrained families
+# need): files written before they existed stay byte for byte the same, and older attnkit versions read them.
+OMITTED_DEFAULTS = {"sinusoid": "interleaved", "position_start": 0, "scale_embeddings": True, "output_bias": False}
 
 
 @dataclass
@@ -40,6 +44,14 @@ class TransformerConfig(JsonConfig, family="Transformer", presets=PRESETS, legac
     tie_output: the output projection is the target embedding matrix (the paper's weight sharing);
     final_norm: a LayerNorm after the last encoder and decoder layer (needed by pre-norm; default: on
     exactly when ``norm_first``); max_len: the largest position + 1 of source and target sequences.
+
+    Options of pretrained families (Marian / OPUS-MT, M2M-100, NLLB): ``activation`` any of FeedForward's
+    ("silu" is Marian's "swish"); ``sinusoid``: the sinusoidal table's layout ("interleaved", the paper's;
+    "marian"; "fairseq") and ``position_start`` its first row (M2M-100 numbers positions from pad_id + 1);
+    ``scale_embeddings``: token embeddings times sqrt(d_model); ``output_bias``: a bias on the output
+    projection (Marian's ``final_logits_bias``); ``bos_id``: the decoder's start token (Marian starts with
+    pad, M2M-100 with eos). Separate vocabularies: ``share_embeddings=False``; an untied output projection:
+    ``tie_output=False``.
     JSON I/O and ``preset(name)`` come from :class:`~attnkit.config_io.JsonConfig`.
     """
 
@@ -64,6 +76,10 @@ class TransformerConfig(JsonConfig, family="Transformer", presets=PRESETS, legac
     eos_id: int = 2
     eps: float = 1e-5
     model_type: str = "transformer"
+    sinusoid: str = "interleaved"
+    position_start: int = 0
+    scale_embeddings: bool = True
+    output_bias: bool = False
 
     def __post_init__(self) -> None:
         if self.final_norm is None:
@@ -74,6 +90,16 @@ class TransformerConfig(JsonConfig, family="Transformer", presets=PRESETS, legac
             )
         if self.d_model % self.n_heads:
             raise ValueError(f"d_model ({self.d_model}) must be a multiple of n_heads ({self.n_heads})")
+        if self.sinusoid not in SINUSOID_LAYOUTS:
+            raise ValueError(f"sinusoid must be one of {SINUSOID_LAYOUTS}, got {self.sinusoid!r}")
+
+    def to_dict(self) -> dict:
+        """As JsonConfig's, without the fields of :data:`OMITTED_DEFAULTS` that have their default."""
+        d = super().to_dict()
+        for name, default in OMITTED_DEFAULTS.items():
+            if d[name] == default:
+                del d[name]
+        return d
 
     # Presets: the paper's two models and smaller ones that train on a CPU.
     @classmethod
@@ -111,7 +137,7 @@ class Transformer(nn.Module):
         self.decoder = LayerStack(self._layer(True) for _ in range(c.n_decoder_layers))
         self.encoder_norm = nn.LayerNorm(c.d_model, eps=c.eps) if c.final_norm else None
         self.decoder_norm = nn.LayerNorm(c.d_model, eps=c.eps) if c.final_norm else None
-        self.output = nn.Linear(c.d_model, c.tgt_vocab_size, bias=False)
+        self.output = nn.Linear(c.d_model, c.tgt_vocab_size, bias=c.output_bias)
         if c.tie_output:
             self.output.weight = self.tgt_embed.tokens.weight
         # Same parameters; one-sentence greedy decoding reads the weights in the faster [in, out] layout.
@@ -120,8 +146,8 @@ class Transformer(nn.Module):
 
     def _embeddings(self, vocab: int) -> Embeddings:
         c = self.config
-        return Embeddings(vocab, c.d_model, c.max_len, positions=c.positions, scale=True, dropout=c.dropout,
-                          padding_idx=c.pad_id)
+        return Embeddings(vocab, c.d_model, c.max_len, positions=c.positions, scale=c.scale_embeddings,
+                          dropout=c.dropout, padding_idx=c.pad_id, sinusoid=c.sinusoid, position_start=c.position_start)
 
     def _layer(self, cross: bool) -> TransformerLayer:
         c = self.config
@@ -140,6 +166,8 @@ class Transformer(nn.Module):
                 emb.tokens.weight[self.config.pad_id].zero_()
             if emb.positions == "learned":
                 nn.init.normal_(emb.position.weight, std=0.02)
+        if self.output.bias is not None:
+            nn.init.zeros_(self.output.bias)
 
     def source_mask(self, src: Tensor) -> Tensor:
         """src [B, S] -> padding mask [B, 1, 1, S] (True = real token)."""

@@ -33,6 +33,7 @@ from attnkit.evaluation.accuracy import accuracy
 from attnkit.models.bert import BERT, BERTConfig, BERTForMaskedLM, BERTForSequenceClassification
 from attnkit.models.hf.bert import load_bert
 from attnkit.models.hf.common import read_config
+from attnkit.tasks import limits
 from attnkit.tasks.embed import Embedder
 from attnkit.tasks.runs import Run, open_run, register_hf_model_type, register_run_family
 from attnkit.tokenizers.wordpiece import SPECIALS, Encoded, WordPiece
@@ -176,7 +177,8 @@ class MLMSetup(NamedTuple):
 
 
 def prepare_mlm(text: str | Path, run: Path, preset: str, vocab_size: int, val_fraction: float, seed: int,
-                max_tokens: int, tokenizer: str | None = None) -> MLMSetup:
+                max_tokens: int, tokenizer: str | None = None, grad_accum: int = 1,
+                device: str | None = None) -> MLMSetup:
     """Task and model for a fresh or resumed masked-LM run: tokenizer and config come from ``run`` when it
     has a checkpoint, else are trained (or read from ``tokenizer``) / taken from the preset."""
     raw = read_lines(text)
@@ -196,7 +198,8 @@ def prepare_mlm(text: str | Path, run: Path, preset: str, vocab_size: int, val_f
         if tokenizer is not None:
             tok = WordPiece.from_dir(tokenizer)
         else:
-            tok = WordPiece.train((lines[i] for i in train_idx), vocab_size)
+            train_lines = [lines[i] for i in train_idx]
+            tok = WordPiece.train(train_lines, limits.vocab_for_training("vocab_size", vocab_size, train_lines))
             if tok.vocab_size <= len(SPECIALS):
                 raise InputError(f"{text}: the training lines have no word pieces to learn (only control "
                                  "characters or whitespace?)")
@@ -204,6 +207,11 @@ def prepare_mlm(text: str | Path, run: Path, preset: str, vocab_size: int, val_f
     enc = tok.encode(lines, max_length=config.max_len)
     task = MLMTask([enc.ids[i] for i in train_idx], [enc.ids[i] for i in val_idx], tok, config,
                    max_tokens=max_tokens, seed=seed)
+    length = max((len(s) for s in enc.ids), default=1)
+    rows = max(min(len(train_idx), max_tokens // length), 1)
+    options = [limits.Option("max_tokens", max_tokens, 4096), limits.Option("vocab_size", config.vocab_size, 8000)]
+    limits.check_training(config, rows, length, options, grad_accum=grad_accum, device=device,
+                          logit_positions=rows * length // 6)  # the masked 15%, with room
     return MLMSetup(task, BERTForMaskedLM(config), [numbers[i] for i in enc.truncated])
 
 
@@ -237,7 +245,7 @@ def init_classifier(init: str | Path, n_labels: int, from_scratch: bool) -> tupl
 
 def classify_task(data: LabelledText, source: str | Path, labels: list[str], tok: WordPiece, config: BERTConfig,
                   max_length: int, holdout: float, split_seed: int, batch_size: int,
-                  seed: int) -> tuple[ClassifyTask, list[int]]:
+                  seed: int, grad_accum: int = 1, device: str | None = None) -> tuple[ClassifyTask, list[int]]:
     """The classification task of labelled sentences (``holdout`` of them, drawn with ``split_seed``, held
     out for evaluation) and the 0-based file lines of the sentences cut to ``max_length`` tokens.
     InputError naming ``source`` for labels outside ``labels``."""
@@ -247,6 +255,11 @@ def classify_task(data: LabelledText, source: str | Path, labels: list[str], tok
     y = [labels.index(lab) for lab in data.labels]
     enc = tok.encode(data.sentences, max_length=max_length)
     tr, te = holdout_split(len(data), holdout, split_seed)
+    rows = max(min(batch_size, len(tr)), 1)
+    length = max((len(enc.ids[i]) for i in tr), default=1)
+    limits.check_training(config, rows, length, [limits.Option("batch_size", batch_size, 32),
+                                                 limits.Option("max_length", max_length, 128)],
+                          grad_accum=grad_accum, device=device, logit_positions=rows)
     task = ClassifyTask([enc.ids[i] for i in tr], [y[i] for i in tr], [enc.ids[i] for i in te], [y[i] for i in te],
                         tok, config, labels, batch_size=batch_size, seed=seed)
     return task, [data.line_numbers[i] - 1 for i in enc.truncated]

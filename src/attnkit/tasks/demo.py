@@ -26,6 +26,7 @@ from attnkit.data.dates import dates_corpus
 from attnkit.data.parallel import ParallelCorpus
 from attnkit.errors import InputError
 from attnkit.models.transformer import Transformer, TransformerConfig
+from attnkit.tasks import limits
 from attnkit.tasks.translation import TranslationTask, Translator, finalize_weights
 from attnkit.tokenizers.subword import BOS_ID, SubwordTokenizer
 from attnkit.training import TrainConfig
@@ -48,6 +49,27 @@ def _target_tokenizer(texts: list[str]) -> SubwordTokenizer:
     """Characters only (vocabulary = specials + alphabet: no merges), so every digit is its own token."""
     alphabet = {c for t in texts for c in t} | {"▁"}
     return SubwordTokenizer.train(texts, vocab_size=4 + len(alphabet), min_frequency=1)
+
+
+# Held-out dates are excluded from training; there are 73,049 dates in 1900-2099, and the held-out ones
+# must leave most of them to train on (the training set is drawn from the others).
+MAX_TEST_SIZE = 10_000
+# Memory of one generated training pair: two strings, their token ids and the task's lists (measured:
+# about 2.5 kB).
+PAIR_BYTES = 4000
+
+
+def check_sizes(train_size: int, test_size: int, seed: int) -> None:
+    """InputError for demo sizes that cannot work: no training or test pairs, more held-out dates than the
+    calendar leaves for training, a corpus that would not fit in memory, a seed beyond 64 bits."""
+    with limits.option_names({"train_size": "--train-size", "test_size": "--test-size", "seed": "--seed"}):
+        limits.at_least("train_size", train_size, 1)
+        limits.in_range("test_size", test_size, 1, MAX_TEST_SIZE, "the held-out dates must leave most of the "
+                        "73,049 dates of 1900-2099 for training")
+        limits.fits_64_bits("seed", seed)
+        limits.check_memory(PAIR_BYTES * (train_size + test_size), "the generated corpus",
+                            [limits.Option("train_size", train_size, 30000), limits.Option("test_size", test_size,
+                                                                                           1000)])
 
 
 @dataclass
@@ -140,8 +162,19 @@ class DemoResult:
     query: Tensor  # [n_show]
 
 
+# The alignment task is learned in a few hundred steps; more than this is a typo, not a longer run.
+ALIGNMENT_MAX_STEPS = 20_000
+
+
+def check_alignment_args(steps: int, seed: int) -> None:
+    """InputError for a number of steps outside [1, ALIGNMENT_MAX_STEPS] or a seed beyond 64 bits."""
+    limits.in_range("steps", steps, 1, ALIGNMENT_MAX_STEPS, "the task is learned in a few hundred steps")
+    limits.fits_64_bits("seed", seed)
+
+
 def train_alignment(score: str, *, steps: int = 400, pairs: int = 8, vocab: int = 32, seed: int = 0) -> DemoResult:
     """Train one model with ``score`` and evaluate it on 2,000 held-out examples."""
+    check_alignment_args(steps, seed)
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
     model = AlignmentModel(score, vocab)

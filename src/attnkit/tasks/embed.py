@@ -9,14 +9,17 @@ Everything runs under ``torch.inference_mode``. :class:`Embedder` is the inferen
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
 
+from attnkit.data.batching import InOrder
 from attnkit.derived import frozen_weights
 from attnkit.models.bert import BERT, mean_pool
+from attnkit.models.params import num_parameters
+from attnkit.tasks import limits
 from attnkit.tokenizers.wordpiece import WordPiece
 
 
@@ -62,21 +65,33 @@ def embed_sentences(
     batch_size: int = 32,
     max_length: int | None = None,
     normalize: bool = True,
+    on_rows: Callable[[int, Tensor], None] | None = None,
 ) -> Embedded:
     """Mean-pooled (L2-normalised) sentence embeddings [N, E] of ``texts`` (an empty text gives the
-    embedding of ``[CLS] [SEP]``). ``max_length`` defaults to the model's maximum positions."""
+    embedding of ``[CLS] [SEP]``). ``max_length`` defaults to the model's maximum positions.
+    ``on_rows(start, vectors)``: the vectors of texts start, start+1, ... as soon as they and every text
+    before them are done (the batches are the same, taken in the order of their first text). InputError
+    before any work when a batch would not fit in memory (:mod:`attnkit.tasks.limits`)."""
     bert = encoder_of(model)
     was_training = bert.training
     bert.eval()
     limit = min(max_length or bert.config.max_len, bert.config.max_len)
     enc = tokenizer.encode(texts, max_length=limit)
+    batches = length_batches([len(s) for s in enc.ids], batch_size)
+    shape = limits.shape_of(bert.config, num_parameters(bert))
+    need = max((limits.forward_bytes(shape, len(b), len(enc.ids[b[0]])) for b in batches), default=0)
+    limits.check_memory(need, "one batch", [limits.Option("batch_size", batch_size, 32),
+                                            limits.Option("max_length", limit, 128)],
+                        device=next(bert.parameters()).device)
     out = torch.empty(len(texts), bert.config.d_model)
-    for batch in length_batches([len(s) for s in enc.ids], batch_size):
+    report = InOrder(out, on_rows)
+    for batch in sorted(batches, key=min) if on_rows is not None else batches:
         ids, mask = tokenizer.pad([enc.ids[i] for i in batch])  # (b, T)
         if bool(mask.all()):
             mask = None  # one length: no padding, no mask
         hidden = bert.encode(ids, mask).hidden  # (b, T, E)
         out[batch] = mean_pool(hidden, mask, normalize).float()
+        report(batch)
     bert.train(was_training)
     return Embedded(out, enc.truncated, enc.unknown)
 
@@ -92,7 +107,7 @@ class Embedder:
         return encoder_of(self.model).config.max_len
 
     def embed(self, texts: Sequence[str], *, batch_size: int = 32, max_length: int | None = None,
-              normalize: bool = True) -> Embedded:
+              normalize: bool = True, on_rows: Callable[[int, Tensor], None] | None = None) -> Embedded:
         """See :func:`embed_sentences`."""
         return embed_sentences(self.model, self.tokenizer, texts, batch_size=batch_size, max_length=max_length,
-                               normalize=normalize)
+                               normalize=normalize, on_rows=on_rows)

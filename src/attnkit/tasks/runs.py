@@ -3,7 +3,8 @@ supported Hugging Face directories.
 
 An attnkit run directory names its family in ``run.json`` (``translation``, ``gpt``, ``bert-mlm``,
 ``bert-classify``); a Hugging Face directory names its architecture in ``config.json``'s ``model_type``
-(``gpt2``, ``bert``). Each family's task module registers its loader here with one decorator::
+(``gpt2``, ``llama``, ``qwen2``, ``mistral``, ``bert``). Each family's task module registers its loader
+here with one decorator::
 
     @register_run_family("gpt")              # run.json "family"
     def open_gpt_run(path: Path) -> Run: ...
@@ -17,7 +18,8 @@ one-line :class:`~attnkit.errors.CheckpointError` naming the file at fault.
 
     run = open_run("runs/de-en")
     run.translate(["Ein Hund läuft."])                  # translation runs
-    run.generate("ROMEO:", max_new_tokens=50)            # GPT runs and GPT-2 directories
+    run.generate("ROMEO:", max_new_tokens=50)            # GPT runs, GPT-2 / Llama / Qwen2 / Mistral directories
+    run.chat([{"role": "user", "content": "Hi"}])        # Llama / Qwen2 / Mistral directories (chat template)
     run.embed(["A dog runs."]).vectors                   # BERT runs and BERT directories
     run.classify(["a fine film"])                        # BERT classifier runs
 """
@@ -37,9 +39,10 @@ from attnkit.training.checkpoint import RUN_FILE, read_meta_file
 
 HF_CONFIG_FILE = "config.json"
 # The task modules that register families; importing them fills the two registries below.
-FAMILY_MODULES = ("attnkit.tasks.translation", "attnkit.tasks.lm", "attnkit.tasks.bert")
+FAMILY_MODULES = ("attnkit.tasks.translation", "attnkit.tasks.pretrained_translation", "attnkit.tasks.lm",
+                  "attnkit.tasks.llama", "attnkit.tasks.bert")
 # What a Run's inference object may offer (a method of that name).
-CAPABILITIES = ("translate", "generate", "embed", "classify")
+CAPABILITIES = ("translate", "generate", "chat", "embed", "classify")
 
 Loader = Callable[[Path], "Run"]
 _RUN_FAMILIES: dict[str, Loader] = {}
@@ -83,6 +86,11 @@ class Run:
         """``prompt`` and its continuation (options: max_new_tokens, temperature, top_k, top_p, seed; see
         Generator.generate)."""
         return prompt + self._need("generate").generate(prompt, **options)[0]
+
+    def chat(self, messages: Sequence[dict], **options: Any) -> str:
+        """The reply to a conversation ([{"role": "user", "content": ...}, ...]) under the checkpoint's
+        chat template (Llama / Qwen2 / Mistral directories; options as ``generate``)."""
+        return self._need("chat").chat(messages, **options)[0]
 
     def embed(self, texts: Sequence[str], **options: Any) -> Any:
         """Sentence embeddings (an ``Embedded``: ``.vectors`` [N, E], unit length; see Embedder.embed)."""

@@ -18,22 +18,25 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor, nn
 
-from attnkit.data.batching import LazyBatches, pad_sequences, sorted_batches, token_batches
-from attnkit.decoding.beam import BeamConfig, beam_search
-from attnkit.decoding.generate import GenerationConfig, generate
+from attnkit.data.batching import InOrder, LazyBatches, pad_sequences, sorted_batches, token_batches
+from attnkit.decoding.align import DEFAULT_LAYER, cross_attention, pharaoh, word_ids
+from attnkit.decoding.options import DecodeOptions, decode
+from attnkit.decoding.rules import TokenRules
 from attnkit.derived import frozen_weights
-from attnkit.errors import CheckpointError
+from attnkit.errors import CheckpointError, InputError
 from attnkit.evaluation.bleu import corpus_scores
 from attnkit.layers.losses import smoothed_cross_entropy
+from attnkit.models.params import num_parameters
 from attnkit.models.rnn import RNNSeq2Seq, RNNSeq2SeqConfig
 from attnkit.models.transformer import Transformer, TransformerConfig
+from attnkit.tasks import limits
 from attnkit.tasks.runs import Run, register_run_family
-from attnkit.tokenizers.subword import BOS_ID, EOS_ID, PAD_ID, SubwordTokenizer, tokenizer_files
+from attnkit.tokenizers.subword import BOS_ID, EOS_ID, PAD_ID, SPECIALS, SubwordTokenizer, tokenizer_files
 from attnkit.training.checkpoint import (
     MODEL_FILE,
     RUN_FILE,
@@ -160,10 +163,29 @@ def run_tokenizers(out: Path, src: str, tgt: str, joint: bool, vocab_size: int, 
     src_file, tgt_file = tokenizer_files(src, tgt, joint)
     if (out / RUN_FILE).is_file() and (out / src_file).is_file() and (out / tgt_file).is_file():
         return SubwordTokenizer.load(out / src_file), SubwordTokenizer.load(out / tgt_file)
+    vocab_size = limits.vocab_for_training("vocab_size", vocab_size, train_src + train_tgt)
     if joint:
         tok = SubwordTokenizer.train(train_src + train_tgt, vocab_size)
         return tok, tok
     return SubwordTokenizer.train(train_src, vocab_size), SubwordTokenizer.train(train_tgt, vocab_size)
+
+
+def check_training_memory(meta: dict, pairs: int, max_tokens: int, grad_accum: int = 1,
+                          device: str | None = None) -> None:
+    """InputError before the model is built when training it on micro-batches of ``max_tokens`` padded
+    tokens (of ``pairs`` sentence pairs at most, each up to the model's max_len), with the validation's
+    batches of 4000 tokens, would not fit in memory."""
+    mc = meta["model_config"]
+    config = (TransformerConfig if meta["arch"] == "transformer" else RNNSeq2SeqConfig).from_dict(mc)
+    length = max(min(int(mc.get("max_len", 256)), max_tokens), 1)
+    rows = max(min(pairs, max_tokens // length), 1)
+    shape = limits.shape_of(config)
+    evaluation = limits.forward_bytes(shape, max(4000 // length, 1), length, 4000)
+    options = [limits.Option("max_tokens", max_tokens, 4096), limits.Option("d_model", shape.d_model, 512),
+               limits.Option("n_layers", shape.encoder_layers + shape.decoder_layers, 12),
+               limits.Option("max_len", length, 256), limits.Option("vocab_size", shape.vocab, 8000)]
+    limits.check_training(config, rows, length, options, grad_accum=grad_accum, eval_bytes=evaluation,
+                          device=device)
 
 
 def run_meta(out: Path, fresh: Callable[[], dict]) -> dict:
@@ -213,17 +235,46 @@ def finalize_weights(run_dir: Path, model: nn.Module, average_last: int = 1) -> 
     return max(len(ckpts), 1)
 
 
+@dataclass(frozen=True)
+class Specials:
+    """A translation model's special target tokens: the decoder's start token, EOS, padding (of both sides),
+    tokens never generated (Marian's padding) and whether EOS is forced at the length limit (the
+    ``forced_eos_token_id`` of pretrained checkpoints). The default: attnkit's own runs."""
+
+    start: int = BOS_ID
+    eos: int = EOS_ID
+    pad: int = PAD_ID
+    banned: tuple[int, ...] = ()
+    force_eos: bool = False
+
+
 class Translator:
-    """Translate sentences with a model and its tokenizers (batched by length, greedy or beam)."""
+    """Translate sentences with a model and its tokenizers (batched by length, greedy or beam).
+
+    specials: the model's special tokens (:class:`Specials`). A tokenizer with a ``languages(src_lang,
+    tgt_lang) -> (tokenizer, forced target prefix)`` method (the multilingual pretrained ones of
+    :mod:`attnkit.tokenizers.spm`) lets ``translate`` take ``src_lang`` / ``tgt_lang``."""
 
     def __init__(self, model: nn.Module, src_tok: SubwordTokenizer, tgt_tok: SubwordTokenizer, max_len: int,
-                 meta: dict | None = None) -> None:
+                 meta: dict | None = None, specials: Specials | None = None) -> None:
         self.model, self.src_tok, self.tgt_tok, self.max_len = model, src_tok, tgt_tok, max_len
         self.meta = meta or {}
+        self.specials = specials or Specials()
 
-    def encode_sources(self, sentences: Sequence[str], warn: bool = False) -> list[list[int]]:
+    def languages(self, src_lang: str | None = None, tgt_lang: str | None = None) -> tuple[Any, tuple[int, ...]]:
+        """(the source tokenizer for these languages, the forced first target tokens); InputError when the
+        model has no such language or no language codes at all."""
+        choose = getattr(self.src_tok, "languages", None)
+        if choose is not None:
+            return choose(src_lang, tgt_lang)
+        if src_lang is not None or tgt_lang is not None:
+            pair = f" ({self.meta['src']} -> {self.meta['tgt']})" if "src" in self.meta else ""
+            raise InputError(f"--src-lang / --tgt-lang: this model translates one language pair{pair}")
+        return self.src_tok, ()
+
+    def encode_sources(self, sentences: Sequence[str], warn: bool = False, tokenizer: Any = None) -> list[list[int]]:
         """Sentences -> id lists, cut to the model's maximum length (with a warning on stderr)."""
-        ids = self.src_tok.encode_batch(sentences)
+        ids = (tokenizer or self.src_tok).encode_batch(sentences)
         out = []
         for n, s in enumerate(ids):
             if len(s) > self.max_len:
@@ -237,35 +288,155 @@ class Translator:
     @torch.no_grad()
     @frozen_weights()  # the weights' derived copies are made once for all batches
     def translate_ids(self, src_ids: Sequence[Sequence[int]], beam_size: int = 1, length_penalty: float = 1.0,
-                      max_tokens: int = 3000, extra_len: int = 50) -> list[list[int]]:
-        """Source id lists -> target id lists (EOS and padding removed), in the input order."""
+                      max_tokens: int = 3000, extra_len: int = 50, prefix: Sequence[int] = (),
+                      chunk_tokens: int | None = None,
+                      on_done: Callable[[int, list[list[int]]], None] | None = None,
+                      options: DecodeOptions | None = None, nbest: list | None = None) -> list[list[int]]:
+        """Source id lists -> target id lists (EOS and padding removed), in the input order. prefix: forced
+        first target tokens (a target-language code). options: every decoding option (:class:`DecodeOptions`;
+        it replaces beam_size, length_penalty and extra_len); nbest: a list as long as src_ids that receives
+        each sentence's hypotheses [(score, ids), ...] best first. Batches hold ``max_tokens`` source tokens with their
+        beams (:func:`plan_batches`; ``chunk_tokens``: batched chunk by chunk, so the first lines finish
+        first); ``on_done(start, ids)`` receives the translations of lines start, start+1, ... as soon as
+        they and every line before them are done. InputError before any work when the batches' decoder
+        caches would not fit in memory (:mod:`attnkit.tasks.limits`)."""
+        limits.at_least("beam_size", beam_size, 1)
+        limits.at_least("max_tokens", max_tokens, 1)
+        opts = options or DecodeOptions(beam_size=beam_size, length_penalty=length_penalty, max_len_b=extra_len)
+        beam_size, extra_len = opts.beam_size, opts.max_len_b
+        lengths = [len(s) for s in src_ids]
+        plan = plan_batches(lengths, beam_size, max_tokens, chunk_tokens)
+        self._check_memory(plan, lengths, beam_size, max_tokens, extra_len)
+        sp = self.specials
+        rules = TokenRules(banned=sp.banned, prefix=tuple(prefix), eos_id=sp.eos, force_eos=sp.force_eos)
         was_training = self.model.training
         self.model.eval()
         device = next(self.model.parameters()).device
         out: list[list[int]] = [[] for _ in src_ids]
-        lengths = [len(s) for s in src_ids]
-        for idx in sorted_batches(lengths, max_tokens // max(beam_size, 1) or 1):
+        report = InOrder(out, on_done)
+        for idx in plan:
             live = [i for i in idx if lengths[i] > 0]  # an empty line translates to an empty line
             if not live:
+                report(idx)
                 continue
-            src = pad_sequences([src_ids[i] for i in live], PAD_ID).to(device)
-            budget = min(self.max_len - 1, src.shape[1] + extra_len)
-            bos = torch.full((len(live), 1), BOS_ID, dtype=torch.long, device=device)
+            src = pad_sequences([src_ids[i] for i in live], sp.pad).to(device)
+            budget = opts.budget(src.shape[1], self.max_len - 1)
+            bos = torch.full((len(live), 1), sp.start, dtype=torch.long, device=device)
             session = self.model.start_decoding(src, budget + 1)
-            if beam_size == 1:
-                tokens = generate(session, bos, GenerationConfig(budget, stop_tokens=(EOS_ID,), pad_id=PAD_ID))
-            else:
-                tokens = beam_search(session, bos, BeamConfig(beam_size, length_penalty, budget, EOS_ID, PAD_ID)).tokens
+            hyps = decode(session, bos, budget, sp.eos, sp.pad, rules, opts)
             for row, i in enumerate(live):
-                seq = tokens[row].tolist()
-                out[i] = seq[: seq.index(EOS_ID)] if EOS_ID in seq else [t for t in seq if t != PAD_ID]
+                clean = [(score, self._strip(seq)) for score, seq in hyps[row]]
+                out[i] = clean[0][1]
+                if nbest is not None:
+                    nbest[i] = clean
+            report(idx)
         self.model.train(was_training)
         return out
 
+    def _strip(self, seq: list[int]) -> list[int]:
+        """A hypothesis without its EOS and what follows (padding)."""
+        eos, pad = self.specials.eos, self.specials.pad
+        return seq[: seq.index(eos)] if eos in seq else [t for t in seq if t != pad]
+
+    def _check_memory(self, plan: list[list[int]], lengths: list[int], beam_size: int, max_tokens: int,
+                      extra_len: int) -> None:
+        """InputError when the largest batch of ``plan`` (encoder pass, decoder caches of its beams) would
+        not fit in the memory available."""
+        shape = limits.shape_of(self.model.config, num_parameters(self.model))
+        need = 0
+        for idx in plan:
+            live = [lengths[i] for i in idx if lengths[i] > 0]
+            if live:
+                s = max(live)
+                cache = min(self.max_len - 1, s + extra_len) + 1
+                need = max(need, limits.decoding_bytes(shape, len(live) * beam_size, cache, s, beam_size)
+                           + limits.forward_bytes(shape, len(live), s))
+        limits.check_memory(need, "its decoder caches", [limits.Option("beam_size", beam_size),
+                                                         limits.Option("max_tokens", max_tokens, 3000)],
+                            device=next(self.model.parameters()).device)
+
     def translate(self, sentences: Sequence[str], beam_size: int = 1, length_penalty: float = 1.0,
-                  warn: bool = False) -> list[str]:
-        ids = self.encode_sources(sentences, warn=warn)
-        return self.tgt_tok.decode_batch(self.translate_ids(ids, beam_size, length_penalty))
+                  warn: bool = False, src_lang: str | None = None, tgt_lang: str | None = None,
+                  max_tokens: int = 3000, chunk_tokens: int | None = None,
+                  on_done: Callable[[int, list[str]], None] | None = None,
+                  options: DecodeOptions | None = None, nbest: list | None = None) -> list[str]:
+        """Translations of ``sentences``; src_lang / tgt_lang: the languages of a multilingual model;
+        max_tokens, chunk_tokens, on_done (with the translated lines), options (every decoding option, see
+        :class:`~attnkit.decoding.options.DecodeOptions`), nbest (receives [(score, text), ...] per
+        sentence): see :meth:`translate_ids`."""
+        tokenizer, prefix = self.languages(src_lang, tgt_lang)
+        ids = self.encode_sources(sentences, warn=warn, tokenizer=tokenizer)
+        done = None if on_done is None else (lambda start, out: on_done(start, self.tgt_tok.decode_batch(out)))
+        hyps = None if nbest is None else [[] for _ in ids]
+        out = self.translate_ids(ids, beam_size, length_penalty, max_tokens, prefix=prefix, chunk_tokens=chunk_tokens,
+                                 on_done=done, options=options, nbest=hyps)
+        if nbest is not None:
+            nbest[:] = [[(score, self.tgt_tok.decode(h)) for score, h in sent] for sent in hyps]
+        return self.tgt_tok.decode_batch(out)
+
+    def align(self, sentences: Sequence[str], options: DecodeOptions | None = None, layer: int = DEFAULT_LAYER,
+              heads: Sequence[int] | None = None, src_lang: str | None = None,
+              tgt_lang: str | None = None) -> list[Aligned]:
+        """Translate ``sentences`` and align each translation's words to the source's with the decoder's
+        cross-attention (:mod:`attnkit.decoding.align`: ``layer`` and ``heads`` averaged)."""
+        tokenizer, prefix = self.languages(src_lang, tgt_lang)
+        src_ids = self.encode_sources(sentences, tokenizer=tokenizer)
+        out_ids = self.translate_ids(src_ids, prefix=prefix, options=options)
+        device = next(self.model.parameters()).device
+        result = []
+        for src, out in zip(src_ids, out_ids, strict=True):
+            if not src:
+                result.append(Aligned("", [], torch.zeros(0, 0), [], []))
+                continue
+            tgt_in = torch.tensor([[self.specials.start, *out]], device=device)
+            weights = cross_attention(self.model, torch.tensor([src], device=device), tgt_in, layer, heads)[0, :-1]
+            src_tokens, tgt_tokens = tokenizer.tokens(src), self.tgt_tok.tokens(out)
+            pairs = pharaoh(weights.cpu(), word_ids(src_tokens, _specials(tokenizer, src)),
+                            word_ids(tgt_tokens, _specials(self.tgt_tok, out)))
+            result.append(Aligned(self.tgt_tok.decode(out), pairs, weights.cpu(), src_tokens, tgt_tokens))
+        return result
+
+    def target_ids(self, text: str) -> tuple[int, ...]:
+        """Target-side token ids of ``text`` without special tokens (a forced prefix, ``--prefix``)."""
+        encode = getattr(self.tgt_tok, "encode_target", self.tgt_tok.encode)
+        return tuple(encode(text))
+
+
+class Aligned(NamedTuple):
+    """A translation with its word alignment: Pharaoh pairs (source word, target word), the token-level
+    weights [T, S] they come from and the tokens."""
+
+    text: str
+    pairs: list[tuple[int, int]]
+    weights: Tensor
+    src_tokens: list[str]
+    tgt_tokens: list[str]
+
+
+def _specials(tokenizer: Any, ids: Sequence[int]) -> list[bool]:
+    special = getattr(tokenizer, "special_ids", None)
+    special = set(range(len(SPECIALS))) if special is None else special  # attnkit's BPE: <pad> <s> </s> <unk>
+    return [i in special for i in ids]
+
+
+def plan_batches(lengths: Sequence[int], beam_size: int, max_tokens: int,
+                 chunk_tokens: int | None = None) -> list[list[int]]:
+    """The decoding batches of sentences of ``lengths``: sorted by length and cut at ``max_tokens //
+    beam_size`` source tokens (a longer sentence alone), over the whole input, or (``chunk_tokens``) over
+    consecutive chunks of about that many source tokens, one chunk after the other, so that the first
+    lines are done first. Every index appears once."""
+    per_batch = max_tokens // beam_size or 1
+    if chunk_tokens is None:
+        return sorted_batches(lengths, per_batch)
+    plan: list[list[int]] = []
+    start = 0
+    while start < len(lengths):
+        end, total = start + 1, max(lengths[start], 1)
+        while end < len(lengths) and total + max(lengths[end], 1) <= chunk_tokens:
+            total, end = total + max(lengths[end], 1), end + 1
+        plan += [[start + i for i in batch] for batch in sorted_batches(lengths[start:end], per_batch)]
+        start = end
+    return plan
 
 
 def load_run(run_dir: str | Path) -> Translator:

@@ -42,6 +42,11 @@ class TextTokenizer:
                 return i
         return None
 
+    @property
+    def stop_ids(self) -> tuple[int, ...]:
+        """The tokens that end a generation: the end-of-text token, if there is one."""
+        return () if self.eos_id is None else (self.eos_id,)
+
     def encode(self, text: str) -> list[int]:
         """text -> token ids [N]; InputError if the tokenizer cannot represent the text."""
         if self._vocab is not None:

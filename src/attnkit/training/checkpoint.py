@@ -36,6 +36,7 @@ from torch import nn
 
 from attnkit import __version__
 from attnkit.errors import CheckpointError
+from attnkit.training import sharding
 
 MODEL_FILE, STATE_FILE, META_FILE, RUN_FILE = "model.safetensors", "state.pt", "meta.json", "run.json"
 _STEP_DIR = re.compile(r"^step-(\d+)$")
@@ -160,7 +161,10 @@ def load_weights_into(model: nn.Module, state: dict[str, torch.Tensor], source: 
                 more = f" (+{len(items) - 5} more)" if len(items) > 5 else ""
                 parts.append(f"{label}: {', '.join(items[:5])}{more}")
         raise CheckpointError(f"{source}: weights do not match the model configuration; " + "; ".join(parts))
-    target.load_state_dict(state, strict=True)
+    if sharding.is_sharded(target):  # consolidated weights into a sharded model: each process keeps its shard
+        sharding.load_full_model_state(target, state)
+    else:
+        target.load_state_dict(state, strict=True)
 
 
 # -------------------------------------------------------------------------------------- random states
@@ -211,9 +215,11 @@ def latest_checkpoint(run_dir: str | Path) -> Path | None:
 
 
 def save_checkpoint(
-    run_dir: str | Path, step: int, model: nn.Module, state: dict, meta: dict, keep_last: int
+    run_dir: str | Path, step: int, model: nn.Module | dict[str, torch.Tensor], state: dict, meta: dict,
+    keep_last: int,
 ) -> Path:
-    """Write ``checkpoints/step-N`` atomically, then delete all but the newest ``keep_last``."""
+    """Write ``checkpoints/step-N`` atomically, then delete all but the newest ``keep_last``. ``model``: the
+    module, or its (consolidated) state dict."""
     root = Path(run_dir) / "checkpoints"
     root.mkdir(parents=True, exist_ok=True)
     for stale in root.glob(".tmp-*"):  # left by a crash during an earlier save
@@ -221,7 +227,7 @@ def save_checkpoint(
     final = root / f"step-{step:08d}"
     tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".tmp-{final.name}-"))
     try:
-        weights = weights_to_bytes(unwrap_model(model))
+        weights = weights_to_bytes(model if isinstance(model, dict) else unwrap_model(model))
         buf = io.BytesIO()
         torch.save(state, buf)
         blob = buf.getvalue()

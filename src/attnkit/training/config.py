@@ -9,6 +9,7 @@ commands accept the same flags with the same meaning.  A family chooses its own 
 from __future__ import annotations
 
 import argparse
+import math
 from dataclasses import dataclass, field
 
 from attnkit.config_io import JsonConfig
@@ -48,6 +49,7 @@ class TrainConfig(JsonConfig, family="training", presets=()):
     seed: int = 0
     time_limit_s: float | None = None
     quiet: bool = False
+    shard: bool = False  # under torchrun: FSDP2 (parameters, gradients, optimizer state sharded) instead of DDP
     extra: dict = field(default_factory=dict)  # free-form family settings recorded with the run
 
     def __post_init__(self) -> None:
@@ -59,12 +61,15 @@ class TrainConfig(JsonConfig, family="training", presets=()):
         checks = [
             (self.max_steps >= 0, f"steps must be >= 0, got {self.max_steps}"),
             (self.lr > 0, f"lr must be > 0, got {self.lr}"),
+            (self.lr < math.inf, f"lr must be finite, got {self.lr}"),
             (self.warmup >= 0, f"warmup must be >= 0, got {self.warmup}"),
             (self.schedule in SCHEDULES, f"schedule must be one of {SCHEDULES}, got {self.schedule!r}"),
             (0 <= self.min_lr <= self.lr, f"min_lr must be in [0, lr], got {self.min_lr}"),
             (self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}"),
+            (self.weight_decay < math.inf, f"weight_decay must be finite, got {self.weight_decay}"),
             (all(0 <= b < 1 for b in self.betas), f"betas must be in [0, 1), got {self.betas}"),
             (self.eps > 0, f"eps must be > 0, got {self.eps}"),
+            (self.eps < math.inf, f"eps must be finite, got {self.eps}"),
             (self.clip_norm is None or self.clip_norm > 0, f"clip must be > 0, got {self.clip_norm}"),
             (self.grad_accum >= 1, f"grad_accum must be >= 1, got {self.grad_accum}"),
             (self.precision in PRECISIONS, f"precision must be one of {PRECISIONS}, got {self.precision!r}"),
@@ -72,6 +77,7 @@ class TrainConfig(JsonConfig, family="training", presets=()):
             (self.ckpt_every >= 0, f"ckpt_every must be >= 0, got {self.ckpt_every}"),
             (self.keep_last >= 1, f"keep must be >= 1, got {self.keep_last}"),
             (self.log_every >= 1, f"log_every must be >= 1, got {self.log_every}"),
+            (-(2**63) <= self.seed < 2**63, f"seed must fit in 64 bits, got {self.seed}"),
             (self.time_limit_s is None or self.time_limit_s > 0, f"time_limit must be > 0, got {self.time_limit_s}"),
         ]
         for ok, message in checks:
@@ -79,7 +85,11 @@ class TrainConfig(JsonConfig, family="training", presets=()):
                 raise InputError(message)
 
     def to_dict(self) -> dict:
-        return {**super().to_dict(), "betas": list(self.betas)}
+        """The JSON object; ``shard`` only when set (train_config.json of unsharded runs is unchanged)."""
+        d = {**super().to_dict(), "betas": list(self.betas)}
+        if not d["shard"]:
+            del d["shard"]
+        return d
 
 
 def _none_or_float(text: str) -> float | None:
@@ -110,6 +120,8 @@ def add_train_args(parser: argparse.ArgumentParser, defaults: TrainConfig | None
     g.add_argument("--seed", type=int, default=d.seed, help="random seed (default %(default)s)")
     g.add_argument("--time-limit", type=float, default=d.time_limit_s, help="seconds; then checkpoint and stop")
     g.add_argument("--quiet", action="store_true", default=d.quiet, help="no progress bar")
+    g.add_argument("--shard", action="store_true", default=d.shard,
+                   help="under torchrun: shard parameters, gradients and optimizer state (FSDP2) instead of DDP")
 
 
 def train_config_from_args(args: argparse.Namespace, **extra: object) -> TrainConfig:
@@ -135,5 +147,6 @@ def train_config_from_args(args: argparse.Namespace, **extra: object) -> TrainCo
         seed=args.seed,
         time_limit_s=args.time_limit,
         quiet=args.quiet,
+        shard=args.shard,
         extra=dict(extra),
     )

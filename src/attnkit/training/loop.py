@@ -4,6 +4,9 @@ One step: take this process's ``grad_accum`` micro-batches from the :class:`Batc
 counts over all processes (``N``); for each micro-batch back-propagate ``loss_sum * world / N`` (DDP
 averages gradients over the ``world`` processes, so the gradient is that of ``sum(all losses) / N``); stop
 with :class:`TrainingDivergedError` if the global loss is NaN/inf; unscale (fp16), clip, step, schedule.
+
+Under torchrun the model is wrapped in DDP, or with ``shard`` (``--shard``) sharded with FSDP2
+(:mod:`attnkit.training.sharding`): the same step, the same checkpoints (consolidated weights).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from attnkit.data.resumable import BatchStream, DataPosition
 from attnkit.errors import AttnkitError, CheckpointError, InputError
 from attnkit.training import checkpoint as ck
 from attnkit.training import distributed as D
+from attnkit.training import sharding
 from attnkit.training.config import TrainConfig
 from attnkit.training.metrics import MetricsLog, progress_bar
 from attnkit.training.optim import autocast, build_optimizer, check_precision, grad_scaler
@@ -108,6 +112,16 @@ class _StopFlag:
 
 
 @contextlib.contextmanager
+def _fsdp_no_sync(model: nn.Module) -> Any:
+    """Accumulate gradients without reduce-scattering them (FSDP2's counterpart of DDP's no_sync)."""
+    model.set_requires_gradient_sync(False)  # type: ignore[operator]
+    try:
+        yield
+    finally:
+        model.set_requires_gradient_sync(True)  # type: ignore[operator]
+
+
+@contextlib.contextmanager
 def _rng_fork() -> Any:
     """Run a block (evaluation) without changing any global random state, so resume stays exact."""
     state = ck.capture_rng_state()
@@ -146,7 +160,10 @@ class _Trainer:
         self.task, self.cfg, self.run_dir, self.info = task, cfg, run_dir, info
         self.device = info.device
         check_precision(cfg.precision, self.device)
-        self.model = model.to(self.device)  # the plain module: saved, evaluated
+        self.model = model.to(self.device)  # the plain module (or, sharded, the FSDP one): saved, evaluated
+        self.sharded = cfg.shard and info.distributed
+        if self.sharded:
+            sharding.shard_model(self.model)  # before the optimizer: it must hold the sharded parameters
         self.optimizer = (optimizer_factory or build_optimizer)(self.model, cfg)
         self.scheduler = build_scheduler(self.optimizer, cfg)
         self.scaler = grad_scaler(cfg.precision, self.device)
@@ -189,7 +206,10 @@ class _Trainer:
         state = ck.load_training_state(ckpt, map_location="cpu")
         base_lrs = [g["initial_lr"] for g in self.optimizer.param_groups]  # peak lrs of this run's config
         try:
-            self.optimizer.load_state_dict(state["optimizer"])
+            if self.sharded:
+                sharding.load_full_optimizer_state(self.model, self.optimizer, state["optimizer"])
+            else:
+                self.optimizer.load_state_dict(state["optimizer"])
             self.scaler.load_state_dict(state["scaler"])
             self.step = int(state["step"])
             self.elapsed_before = float(state["elapsed_s"])
@@ -211,7 +231,7 @@ class _Trainer:
 
     def _wrap(self) -> nn.Module:
         net: nn.Module = self.model
-        if self.info.distributed:
+        if self.info.distributed and not self.sharded:
             net = nn.parallel.DistributedDataParallel(
                 net,
                 device_ids=[self.device.index] if self.device.type == "cuda" else None,
@@ -290,7 +310,7 @@ class _Trainer:
             self._diverged(f"loss is {loss}")
         self.scaler.unscale_(self.optimizer)
         clip = cfg.clip_norm if cfg.clip_norm is not None else math.inf
-        self.grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip))
+        self.grad_norm = sharding.total_norm(torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip))
         if not math.isfinite(self.grad_norm) and not self.scaler.is_enabled():  # fp16: the scaler skips it
             self._diverged(f"gradient norm is {self.grad_norm} (loss {loss:.4g})")
         self.lr = self.optimizer.param_groups[0]["lr"]
@@ -314,6 +334,8 @@ class _Trainer:
         )
 
     def _no_sync(self) -> contextlib.AbstractContextManager:
+        if self.sharded:
+            return _fsdp_no_sync(self.model)
         ddp = ck.unwrap_ddp(self.net)
         return ddp.no_sync() if ddp is not None else contextlib.nullcontext()
 
@@ -333,27 +355,35 @@ class _Trainer:
         window.update(loss=0.0, tokens=0.0, t=now)
 
     def _evaluate(self, started: float) -> None:
-        if not hasattr(self.task, "evaluate") or not self.info.is_main:
+        # Sharded, every process runs the evaluation (each forward all-gathers); the main one logs it.
+        if not hasattr(self.task, "evaluate") or not (self.info.is_main or self.sharded):
             return
         self.model.eval()
         with _rng_fork(), torch.no_grad(), autocast(self.cfg.precision, self.device):
             metrics = dict(self.task.evaluate(self.model))
         self.model.train()
         self.result.eval = metrics
+        if not self.info.is_main:
+            return
         elapsed = self.elapsed_before + time.monotonic() - started
         self.log.write({"kind": "eval", "step": self.step, "elapsed_s": elapsed, **metrics})
 
     def _save(self, position: DataPosition, started: float) -> None:
         rngs = D.all_gather_objects(ck.capture_rng_state(), self.info)
+        weights: nn.Module | dict = self.model
+        optimizer_state = None
+        if self.sharded:  # consolidated on the main process (collective)
+            weights = sharding.full_model_state(self.model)
+            optimizer_state = sharding.full_optimizer_state(self.model, self.optimizer)
         if self.info.is_main:
             state = {
-                "optimizer": self.optimizer.state_dict(),
+                "optimizer": optimizer_state or self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(),  # a record: on resume the current flags decide
                 "scaler": self.scaler.state_dict(), "step": self.step, "position": position.to_dict(),
                 "elapsed_s": self.elapsed_before + time.monotonic() - started, "rng": rngs,
                 "world": self.info.world,
             }
             meta = {**self.meta, "train_config": self.cfg.to_dict()}
-            self.result.checkpoint = ck.save_checkpoint(self.run_dir, self.step, self.model, state, meta,
+            self.result.checkpoint = ck.save_checkpoint(self.run_dir, self.step, weights, state, meta,
                                                         self.cfg.keep_last)
         D.barrier(self.info)

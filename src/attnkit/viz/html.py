@@ -83,6 +83,7 @@ body { font-family: sans-serif; margin: 12px; color: #222; background: #fff; }
     if (p.has("focus")) state.focus = Math.min(parseInt(p.get("focus"), 10), k.queries.length - 1);
   }
   function writeHash() {
+    if (location.protocol === "about:") return;  // a srcdoc frame (attnkit serve's page) has no URL to keep
     history.replaceState(null, "", "#kind=" + state.kind + "&layer=" + state.layer + "&head=" + state.head +
       (state.focus >= 0 ? "&focus=" + state.focus : ""));
   }
@@ -185,15 +186,20 @@ def viewer_data(maps: AttentionMaps) -> dict:
     return {"model": maps.model, "cell": CELL_PX, "kinds": kinds}
 
 
-def write_viewer(maps: AttentionMaps, path: str | Path) -> Path:
-    """Write the viewer for ``maps`` to ``path`` (one HTML file) and return the path."""
+def viewer_html(maps: AttentionMaps) -> str:
+    """The viewer page for ``maps`` (one self-contained HTML document; ``attnkit serve`` shows it in a frame)."""
     if not maps.maps:
         raise ValueError("no attention weights to show")
     data = json.dumps(viewer_data(maps), separators=(",", ":"))
     # Inside <script> only "</" could end the element early; JSON allows "<\\/" for it.
     data = data.replace("</", "<\\/")
-    page = (_TEMPLATE.replace("__TITLE__", html.escape(f"{maps.model} attention"))
+    return (_TEMPLATE.replace("__TITLE__", html.escape(f"{maps.model} attention"))
             .replace("__CELL__", str(CELL_PX)).replace("__DATA__", data))
+
+
+def write_viewer(maps: AttentionMaps, path: str | Path) -> Path:
+    """Write the viewer for ``maps`` to ``path`` (one HTML file) and return the path."""
+    page = viewer_html(maps)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(page, encoding="utf-8")

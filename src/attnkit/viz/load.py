@@ -76,9 +76,6 @@ def attention_maps(view: Viewable, text: str, target: str | None = None, max_tok
 
 
 def _translation_maps(view: Viewable, text: str, target: str | None, max_tokens: int) -> AttentionMaps:
-    from attnkit.models.rnn import RNNSeq2Seq
-    from attnkit.tokenizers.subword import BOS_ID
-
     translator = view.extra
     src = translator.src_tok.encode(text)
     _check_len(src, min(max_tokens, translator.max_len))
@@ -86,6 +83,15 @@ def _translation_maps(view: Viewable, text: str, target: str | None, max_tokens:
         tgt = translator.translate_ids([src])[0]
     else:
         tgt = translator.tgt_tok.encode(target)
+    return translation_maps(view, src, tgt)
+
+
+def translation_maps(view: Viewable, src: list[int], tgt: list[int]) -> AttentionMaps:
+    """The attention of a translation model reading source ids ``src`` and target ids ``tgt`` (no BOS/EOS)."""
+    from attnkit.models.rnn import RNNSeq2Seq
+    from attnkit.tokenizers.subword import BOS_ID
+
+    translator = view.extra
     # The decoder reads BOS y1..yn and predicts y1..yn EOS: label each query by the token it reads.
     tgt_in = [BOS_ID] + tgt
     _check_len(tgt_in, translator.max_len)

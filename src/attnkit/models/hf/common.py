@@ -27,11 +27,37 @@ def read_config(path: str | Path) -> dict:
         raise CheckpointError(f"{cfg}: not valid JSON ({exc})") from None
 
 
+def read_sharded(path: Path, index: Path) -> dict[str, Tensor]:
+    """The weights listed in a ``model.safetensors.index.json`` (``weight_map``: name -> shard file)."""
+    try:
+        weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+        shards = sorted(set(weight_map.values()))
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, AttributeError) as exc:
+        raise CheckpointError(f"{index}: not a safetensors index ({exc})") from None
+    out: dict[str, Tensor] = {}
+    for shard in shards:
+        file = path / shard
+        if not file.is_file():
+            raise CheckpointError(f"{index}: its shard {shard} is missing")
+        try:
+            out.update(load_file(str(file)))
+        except (SafetensorError, OSError) as exc:
+            raise CheckpointError(f"{file}: cannot read the weights ({exc})") from None
+    missing = sorted(set(weight_map) - set(out))
+    if missing:
+        raise CheckpointError(f"{index}: weights {missing[:3]} are in none of the shards")
+    return out
+
+
 def read_state_dict(path: str | Path) -> dict[str, Tensor]:
-    """The weights of a Hugging Face model directory: model.safetensors, else pytorch_model.bin
-    (loaded with ``weights_only=True``: no code from the file runs)."""
+    """The weights of a Hugging Face model directory: model.safetensors, else the shards of
+    model.safetensors.index.json, else pytorch_model.bin (loaded with ``weights_only=True``: no code from
+    the file runs)."""
     path = Path(path)
     st, binf = path / "model.safetensors", path / "pytorch_model.bin"
+    index = path / "model.safetensors.index.json"
+    if not st.is_file() and index.is_file():
+        return read_sharded(path, index)
     try:
         if st.is_file():
             return load_file(str(st))

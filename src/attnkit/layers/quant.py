@@ -1,0 +1,420 @@
+"""Quantized and low-precision inference: int8 and bf16 versions of a model's linear layers and token
+embeddings, beside the fp32 reference path (issue 16; ``docs/speed.md`` has the measurements).
+
+``quantize(model, "int8")`` replaces, in place, every ``nn.Linear`` (the output projection included) by an
+:class:`Int8Linear` and every token ``nn.Embedding`` by a :class:`QuantEmbedding`; ``"bf16"`` does the same
+with bf16 weights; ``"fp32"`` leaves the model as it is (bit for bit). LayerNorm, softmax, attention over
+the KV cache and residual sums stay fp32 in both modes: only the matrix products change.
+
+* int8: weights symmetric per output channel, ``W ~ s_w[n] * q[n, k]`` with ``s_w[n] = max_k |W[n, k]| /
+  127``; activations quantized at run time per row (per token), ``x ~ s_x[m] * p[m, k]``, so a row's result
+  does not depend on the other rows of its batch. The product ``sum_k p q`` is exact in int32, then scaled
+  by ``s_x[m] s_w[n]``. On x86 it runs in oneDNN's u8 x s8 kernel (``torch.ops.onednn.qlinear_pointwise``,
+  PyTorch's own op, the one the x86 Inductor int8 path emits; VNNI and AMX instructions): the activation
+  is stored as ``p + 128`` in uint8, the form VNNI multiplies, and oneDNN removes the 128 with a
+  compensation it precomputes. Elsewhere ``torch._int_mm`` does the product.
+* bf16: weights stored in bf16; each product casts its input to bf16 and its output back (oneDNN's bf16
+  kernels accumulate in fp32). Chosen only where the CPU has native bf16 units (AVX512-BF16, AMX) or on
+  a GPU: emulated bf16 is slower than fp32.
+* A weight shared by a token embedding and the output projection (tied) stays shared: one int8 (or bf16)
+  matrix and one scale vector serve both (a per-row scale of a [V, E] matrix is the per-token scale of the
+  embedding and the per-output-channel scale of the projection).
+* ``pack_fp32(model)`` keeps fp32 but runs the products in oneDNN (:class:`OneDNNLinear`), the GEMM
+  backend CTranslate2 picks on AMD CPUs, where PyTorch's ``F.linear`` uses MKL: same precision, another
+  summation order, so it is an opt-in beside the reference path.
+
+Two fast paths of the fp32 model read ``weight`` directly and are bypassed explicitly: GemvLinear modules
+are replaced like any ``nn.Linear``, and each multi-head attention's :class:`StackedProjections` (one
+product for q, k and v) is replaced by a :class:`QuantizedStack`, which stacks the quantized weights (row
+quantization makes the stacked product equal to the separate ones).
+
+torchao's configs (``Int8DynamicActivationInt8WeightConfig``, ``Int8WeightOnlyConfig``) were measured first
+(``bench/engine_speed.py --rows kernels``): in eager mode on this project's CPU the first re-derives the
+weight compensation and runs several elementwise passes per product, the second dequantizes the whole
+weight at every call; both are slower than the direct oneDNN call below. ``torch.ao.quantization`` is
+deprecated and not used.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from safetensors import safe_open
+from safetensors.torch import load_model, save_model
+from torch import Tensor, nn
+
+from attnkit.attention.fast import StackedProjections
+
+DTYPES = ("fp32", "bf16", "int8")
+METADATA_KEY = "attnkit.quantized"  # the safetensors metadata entry naming the mode of a saved model
+_U8_OFFSET = 128  # uint8 activations hold p + 128, p in [-127, 127]
+
+
+# ------------------------------------------------------------------------------- hardware and choice
+@dataclass(frozen=True)
+class Capabilities:
+    """What a device offers for low-precision products: ``bf16``: native bf16 matrix units (AVX512-BF16
+    or AMX-BF16 on a CPU, bf16 tensor cores on a GPU); ``int8``: int8 dot-product instructions the int8
+    kernel uses (AVX512-VNNI, AVX-VNNI or AMX-INT8) with oneDNN present; ``names``: the features seen."""
+
+    device: str
+    bf16: bool
+    int8: bool
+    names: tuple[str, ...] = ()
+
+
+def capabilities(device: str | torch.device = "cpu") -> Capabilities:
+    """The low-precision features of ``device`` as PyTorch reports them (``torch.cpu._is_*_supported``)."""
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        return Capabilities("cuda", torch.cuda.is_bf16_supported(), False, ("cuda-bf16",))
+    if dev.type != "cpu":
+        return Capabilities(dev.type, False, False)
+    probes = {"avx512_bf16": "_is_avx512_bf16_supported", "amx": "_is_amx_tile_supported",
+              "vnni": "_is_vnni_supported"}
+    names = tuple(name for name, fn in probes.items() if getattr(torch.cpu, fn, lambda: False)())
+    onednn = torch.backends.mkldnn.is_available() and hasattr(torch.ops.onednn, "qlinear_pointwise")
+    return Capabilities("cpu", "avx512_bf16" in names or "amx" in names, onednn and bool({"vnni", "amx"} & set(names)),
+                        names)
+
+
+class DtypeChoice(NamedTuple):
+    dtype: str  # "fp32", "bf16" or "int8"
+    reason: str  # one sentence, for the user
+
+
+def pick_dtype(requested: str = "auto", device: str | torch.device = "cpu", caps: Capabilities | None = None
+               ) -> DtypeChoice:
+    """The inference mode for ``requested`` ("auto" or one of :data:`DTYPES`) on ``device``.
+
+    "auto" picks the fastest mode the hardware has (measured in docs/speed.md): int8 where the CPU has
+    int8 dot-product instructions (decoding reads a quarter of fp32's bytes per weight, and the products
+    run 2-4x faster), else bf16 where it has native bf16 units (a GPU included), else fp32. An explicit
+    mode is returned as it is, unless the hardware cannot run it (int8 off the CPU)."""
+    caps = capabilities(device) if caps is None else caps
+    if requested not in ("auto", *DTYPES):
+        raise ValueError(f"dtype must be 'auto' or one of {DTYPES}, got {requested!r}")
+    features = ", ".join(caps.names) or "none"
+    if requested == "int8" and caps.device != "cpu":
+        raise ValueError(f"int8 inference runs on the CPU only, not on {caps.device}")
+    if requested != "auto":
+        return DtypeChoice(requested, f"{requested} as requested ({caps.device} features: {features})")
+    if caps.int8:
+        return DtypeChoice("int8", f"auto: int8, the CPU has int8 dot-product instructions ({features})")
+    if caps.bf16:
+        return DtypeChoice("bf16", f"auto: bf16, the {caps.device} has native bf16 units ({features})")
+    return DtypeChoice("fp32", f"auto: fp32, no native int8 or bf16 units ({caps.device} features: {features})")
+
+
+# ------------------------------------------------------------------------------- int8 arithmetic
+def quantize_rows(w: Tensor) -> tuple[Tensor, Tensor]:
+    """Symmetric per-row int8: w [N, K] -> (q int8 [N, K], scale fp32 [N]) with w ~ scale[:, None] * q,
+    |w - scale q| <= scale / 2 (a zero row gets scale 1 and q = 0)."""
+    amax = w.detach().abs().amax(dim=1).float()  # (N,)
+    scale = torch.where(amax > 0, amax / 127, torch.ones_like(amax))
+    q = torch.round(w.detach().float() / scale[:, None]).clamp_(-127, 127).to(torch.int8)
+    return q, scale
+
+
+def quantize_activations(x: Tensor) -> tuple[Tensor, Tensor]:
+    """Dynamic per-row int8 of x [M, K] -> (p + 128 as uint8 [M, K], row max |x| [M, 1]); x ~ (max / 127) p.
+
+    floor(127 x / max + 128.5) is round-half-up of 127 x / max, in [1, 255]: two passes over x (the max,
+    then one fused multiply-add and the cast), the fewest eager operations found."""
+    amax = torch.linalg.vector_norm(x, float("inf"), dim=-1, keepdim=True, dtype=torch.float32)  # (M, 1)
+    amax = amax.clamp_(min=1e-30)  # a zero row: 127 / 1e-30 stays finite and 0 * it is 0
+    return torch.addcmul(_half_offset(x.device), x, 127.0 / amax).to(torch.uint8), amax
+
+
+_HALF_OFFSETS: dict[torch.device, Tensor] = {}
+
+
+def _half_offset(device: torch.device) -> Tensor:
+    if device not in _HALF_OFFSETS:
+        _HALF_OFFSETS[device] = torch.tensor(_U8_OFFSET + 0.5, device=device)
+    return _HALF_OFFSETS[device]
+
+
+class Int8Linear(nn.Module):
+    """``y = x W^T + b`` (x [..., in] -> [..., out]) with W in int8 per output channel and x quantized per
+    row at each call. Buffers: ``qweight`` int8 [out, in], ``scale`` fp32 [out], ``bias`` fp32 [out] or
+    None. The kernel's packed weight is derived on first use (not saved)."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, device=None) -> None:  # noqa: ANN001
+        super().__init__()
+        self.in_features, self.out_features = in_features, out_features
+        self.register_buffer("qweight", torch.zeros(out_features, in_features, dtype=torch.int8, device=device))
+        self.register_buffer("scale", torch.ones(out_features, device=device))
+        self.register_buffer("bias", torch.zeros(out_features, device=device) if bias else None)
+        self.use_onednn = _onednn_int8()
+        self._packed: tuple[tuple, Tensor] | None = None  # (key of qweight, kernel's weight)
+
+    @classmethod
+    def from_parts(cls, qweight: Tensor, scale: Tensor, bias: Tensor | None) -> Int8Linear:
+        """An Int8Linear holding these tensors (shared, not copied: a tied embedding keeps them too)."""
+        new = cls(qweight.shape[1], qweight.shape[0], bias is not None, device="meta")
+        new.qweight, new.scale = qweight, scale
+        new.bias = None if bias is None else bias.detach().float().clone()
+        return new
+
+    def dequantized(self) -> Tensor:
+        """The weight it multiplies by, scale[:, None] * q, fp32 [out, in] (for tests and checks)."""
+        return self.qweight.float() * self.scale[:, None]
+
+    def _kernel_weight(self) -> Tensor:
+        w = self.qweight
+        key = (w.data_ptr(), w.device, None if w.is_inference() else w._version, self.use_onednn)
+        if self._packed is None or self._packed[0] != key:
+            with torch.no_grad():
+                if self.use_onednn:
+                    packed = torch.ops.onednn.qlinear_prepack(w, None)
+                else:  # (in, out) int8 for _int_mm
+                    packed = w.t().contiguous()
+            self._packed = (key, packed)
+        return self._packed[1]
+
+    def forward(self, x: Tensor) -> Tensor:
+        shape = x.shape
+        rows = x.reshape(-1, self.in_features)  # (M, in)
+        if rows.shape[0] == 0:
+            return x.new_empty(*shape[:-1], self.out_features)
+        xq, amax = quantize_activations(rows)  # (M, in) uint8, (M, 1)
+        w = self._kernel_weight()
+        if self.use_onednn:  # (M, out) = s_w[n] * sum_k (xq - 128) q, fp32
+            y = torch.ops.onednn.qlinear_pointwise(xq, 1.0, _U8_OFFSET, w, self.scale, _zero_points(self.scale),
+                                                   None, 1.0, 0, torch.float32, "none", [], "")
+        else:
+            comp = self.qweight.sum(1, dtype=torch.int32) * _U8_OFFSET  # (out,) sum of the 128 offsets
+            y = (torch._int_mm(xq, w) - comp) * self.scale
+        if self.bias is None:
+            y = y * (amax * (1 / 127))
+        else:
+            y = torch.addcmul(self.bias, y, amax, value=1 / 127)  # b + s_x s_w sum p q
+        return y.to(x.dtype).view(*shape[:-1], self.out_features)
+
+    def __getstate__(self) -> dict:
+        return {**super().__getstate__(), "_packed": None}  # the kernel's copy is derived again (not pickled)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
+
+
+_ZERO_POINTS: dict[tuple, Tensor] = {}
+
+
+def _zero_points(scale: Tensor) -> Tensor:
+    key = (scale.shape[0], scale.device)
+    if key not in _ZERO_POINTS:
+        _ZERO_POINTS[key] = torch.zeros(scale.shape[0], dtype=torch.long, device=scale.device)
+    return _ZERO_POINTS[key]
+
+
+def _onednn_int8() -> bool:
+    return torch.backends.mkldnn.is_available() and hasattr(torch.ops.onednn, "qlinear_pointwise")
+
+
+class BF16Linear(nn.Module):
+    """``y = x W^T + b`` with W and b stored in bf16; x is cast to bf16 for the product and y back to x's
+    dtype (oneDNN accumulates in fp32). Buffers: ``weight`` bf16 [out, in], ``bias`` bf16 [out] or None."""
+
+    def __init__(self, weight: Tensor, bias: Tensor | None) -> None:
+        super().__init__()
+        self.out_features, self.in_features = weight.shape
+        self.register_buffer("weight", weight)
+        self.register_buffer("bias", None if bias is None else bias.detach().to(torch.bfloat16).clone())
+
+    def dequantized(self) -> Tensor:
+        return self.weight.float()
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.linear(x.to(torch.bfloat16), self.weight, self.bias).to(x.dtype)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
+
+
+class OneDNNLinear(nn.Module):
+    """fp32 ``y = x W^T + b`` through oneDNN's packed single-precision product
+    (``torch.ops.mkldnn._linear_pointwise`` on a weight reordered once by ``_reorder_linear_weight``): the
+    GEMM backend CTranslate2 selects on non-Intel x86 CPUs, where PyTorch's ``F.linear`` goes to MKL. The
+    same fp32 arithmetic in another summation order: results differ from ``F.linear`` by rounding only
+    (about 1e-7 relative), so this is an opt-in (:func:`pack_fp32`), never the fp32 reference path."""
+
+    def __init__(self, weight: Tensor, bias: Tensor | None) -> None:
+        super().__init__()
+        self.out_features, self.in_features = weight.shape
+        self.register_buffer("weight", weight.detach().float())
+        self.register_buffer("bias", None if bias is None else bias.detach().float().clone())
+        self._packed: tuple[tuple, Tensor] | None = None
+
+    def dequantized(self) -> Tensor:
+        return self.weight
+
+    def forward(self, x: Tensor) -> Tensor:
+        w = self.weight
+        key = (w.data_ptr(), None if w.is_inference() else w._version)
+        if self._packed is None or self._packed[0] != key:
+            with torch.no_grad():
+                self._packed = (key, torch.ops.mkldnn._reorder_linear_weight(w, None))
+        return torch.ops.mkldnn._linear_pointwise(x, self._packed[1], self.bias, "none", [], "")
+
+    def __getstate__(self) -> dict:
+        return {**super().__getstate__(), "_packed": None}
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
+
+
+QuantizedLinear = Int8Linear | BF16Linear | OneDNNLinear
+
+
+class QuantEmbedding(nn.Module):
+    """A token embedding whose table is int8 rows with per-row scales (``scale`` [V]) or bf16 rows
+    (``scale`` None): ids [...] -> fp32 [..., E]. The padding row stays exactly zero."""
+
+    def __init__(self, table: Tensor, scale: Tensor | None, padding_idx: int | None) -> None:
+        super().__init__()
+        self.num_embeddings, self.embedding_dim = table.shape
+        self.padding_idx = padding_idx
+        self.register_buffer("table", table)
+        self.register_buffer("scale", scale)
+
+    @property
+    def weight(self) -> Tensor:
+        """The whole table in fp32 (made at each access: for code that reads an embedding's weight)."""
+        return self.table.float() if self.scale is None else self.table.float() * self.scale[:, None]
+
+    def forward(self, ids: Tensor) -> Tensor:
+        rows = F.embedding(ids, self.table).float()  # (..., E)
+        return rows if self.scale is None else rows * F.embedding(ids, self.scale[:, None])
+
+
+# ------------------------------------------------------------------------------- stacked q/k/v
+class QuantizedStack:
+    """The quantized model's replacement of :class:`StackedProjections`: several quantized projections of
+    one input as one product over their stacked weights (rows concatenated: with per-row weight scales and
+    per-row activation scales each output column is exactly what its own projection gives). The stacked
+    module is made on first use and kept (quantized weights are buffers: no optimizer changes them; loading
+    new ones changes their storage, which the key sees)."""
+
+    def __init__(self) -> None:
+        self._stacks: dict[tuple[int, ...], tuple[tuple, nn.Module]] = {}
+
+    def __call__(self, x: Tensor, projections: tuple[nn.Module, ...]) -> tuple[Tensor, ...]:
+        """x [B, T, E_in] -> one [B, T, out_features] tensor per projection."""
+        sizes = [p.out_features for p in projections]
+        if not all(isinstance(p, QuantizedLinear) for p in projections) or len(
+                {type(p) for p in projections}) != 1 or len({p.bias is None for p in projections}) != 1:
+            return tuple(p(x) for p in projections)
+        name = tuple(id(p) for p in projections)
+        key = tuple(0 if b is None else b.data_ptr() for p in projections for b in p._buffers.values())
+        if name not in self._stacks or self._stacks[name][0] != key:
+            self._stacks[name] = (key, _stack(projections))
+        return self._stacks[name][1](x).split(sizes, dim=-1)
+
+    def cached(self, name: str) -> Tensor | None:
+        """StackedProjections' interface: the quantized stack holds modules, not a stacked weight."""
+        return None
+
+    def __getstate__(self) -> dict:
+        return {"_stacks": {}}  # copies and pickles make their stacks again on first use
+
+
+def _stack(projections: tuple[nn.Module, ...]) -> nn.Module:
+    biases = [p.bias for p in projections]
+    bias = None if biases[0] is None else torch.cat(biases)
+    if isinstance(projections[0], Int8Linear):
+        return Int8Linear.from_parts(torch.cat([p.qweight for p in projections]),
+                                     torch.cat([p.scale for p in projections]), bias)
+    return type(projections[0])(torch.cat([p.weight for p in projections]), bias)
+
+
+# ------------------------------------------------------------------------------- whole models
+@torch.no_grad()
+def quantize(model: nn.Module, dtype: str, *, embeddings: bool = True) -> nn.Module:
+    """Turn ``model``'s linear layers (and, with ``embeddings``, its token embeddings) into ``dtype``
+    ("fp32": unchanged; "bf16"; "int8"), in place; returns the model, in eval mode (quantized layers are
+    for inference). A tied embedding and output projection keep one shared table."""
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
+    if dtype == "fp32":
+        return model
+    model.eval()
+    shared: dict[int, tuple[Tensor, Tensor | None]] = {}  # id(fp32 weight) -> its low-precision form
+
+    def low(weight: Tensor) -> tuple[Tensor, Tensor | None]:
+        if id(weight) not in shared:
+            shared[id(weight)] = quantize_rows(weight) if dtype == "int8" else (weight.detach().to(torch.bfloat16),
+                                                                                None)
+        return shared[id(weight)]
+
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, nn.Linear):
+                table, scale = low(child.weight)
+                new = (Int8Linear.from_parts(table, scale, child.bias) if dtype == "int8"
+                       else BF16Linear(table, child.bias))
+                setattr(parent, name, new)
+            elif embeddings and isinstance(child, nn.Embedding) and child.max_norm is None:
+                table, scale = low(child.weight)
+                setattr(parent, name, QuantEmbedding(table, scale, child.padding_idx))
+        if isinstance(getattr(parent, "_stacked", None), StackedProjections):
+            parent._stacked = QuantizedStack()  # the fp32 stack reads .weight; see the module docstring
+    model._attnkit_quantized = dtype  # what save_quantized records
+    return model
+
+
+@torch.no_grad()
+def pack_fp32(model: nn.Module) -> nn.Module:
+    """fp32 inference with every ``nn.Linear`` run by :class:`OneDNNLinear` (in place; eval mode): the
+    precision stays fp32, the products go to oneDNN instead of MKL (faster on this project's AMD CPU,
+    docs/speed.md). Tied weights stay shared; embeddings are untouched."""
+    model.eval()
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, nn.Linear):
+                setattr(parent, name, OneDNNLinear(child.weight, child.bias))
+        if isinstance(getattr(parent, "_stacked", None), StackedProjections):
+            parent._stacked = QuantizedStack()
+    return model
+
+
+def quantized_mode(model: nn.Module) -> str:
+    """The mode :func:`quantize` gave ``model`` ("fp32" when it was not quantized)."""
+    return getattr(model, "_attnkit_quantized", "fp32")
+
+
+def weight_bytes(model: nn.Module) -> int:
+    """Bytes of the model's parameters and persistent buffers, each storage counted once (tied weights)."""
+    seen: dict[tuple, int] = {}
+    for t in [*model.parameters(), *model.buffers()]:
+        seen[(t.untyped_storage().data_ptr(), t.device)] = t.untyped_storage().nbytes()
+    return sum(seen.values())
+
+
+def save_quantized(model: nn.Module, path: str | Path) -> None:
+    """Write a quantized model's tensors to a safetensors file (shared tables stored once), with its mode
+    in the metadata, so that a model is quantized once and loaded with :func:`load_quantized`."""
+    meta = {METADATA_KEY: json.dumps({"dtype": quantized_mode(model)})}
+    save_model(model, str(path), metadata=meta)
+
+
+def load_quantized(model: nn.Module, path: str | Path) -> nn.Module:
+    """Load a file written by :func:`save_quantized` into ``model``, an fp32 model of the same shape (its
+    weights are irrelevant, e.g. freshly built): it is quantized to the file's mode, then every tensor is
+    read from the file (strict: a missing or unexpected tensor is an error). Returns the model."""
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata() or {}
+    if METADATA_KEY not in meta:
+        raise ValueError(f"{path}: not an attnkit quantized model (no {METADATA_KEY!r} metadata)")
+    dtype = json.loads(meta[METADATA_KEY])["dtype"]
+    quantize(model, dtype)
+    missing, unexpected = load_model(model, str(path), strict=True)
+    if missing or unexpected:  # load_model raises on these with strict=True; kept for clarity
+        raise ValueError(f"{path}: missing {missing}, unexpected {unexpected}")
+    return model

@@ -1,0 +1,57 @@
+"""The queue limit and the per-request timeout, in this process (the app on an in-memory transport, its
+model blocked on purpose so that the queue fills up and waiting requests run out of time): a full queue
+answers 503 with Retry-After, a request past the timeout answers 503 and leaves the queue, and the model
+serves the next request normally once it is free."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import httpx
+import pytest
+
+from attnkit.serve.app import create_app
+from attnkit.serve.limits import BatchConfig, Limits
+from attnkit.serve.served import Served
+from attnkit.tasks.runs import Run
+
+
+def test_full_queue_and_timeouts_answer_503_and_free_the_model(local: dict[str, Run],
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    gate = threading.Event()
+    real = Served.run_batch
+
+    def blocked(self, kind, payloads, limits):  # noqa: ANN001, ANN202
+        gate.wait(10)
+        return real(self, kind, payloads, limits)
+
+    monkeypatch.setattr(Served, "run_batch", blocked)
+    app = create_app({"translate": local["translate"]}, Limits(max_queue=2, timeout_s=0.5), BatchConfig(enabled=False))
+    body = {"texts": ["5th march 1910"]}
+
+    async def scenario() -> tuple[list[httpx.Response], httpx.Response, str]:
+        for worker in app.state.workers.values():
+            worker.start()
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test", timeout=10) as client:
+            first = asyncio.ensure_future(client.post("/v1/translate", json=body))
+            await asyncio.sleep(0.1)  # the worker takes it (and blocks): the next two wait in the queue
+            rest = await asyncio.gather(*[client.post("/v1/translate", json=body) for _ in range(5)])
+            answers = [await first, *rest]
+            gate.set()
+            after = await client.post("/v1/translate", json=body)
+            metrics = (await client.get("/metrics")).text
+        for worker in app.state.workers.values():
+            worker.stop()
+        return answers, after, metrics
+
+    answers, after, metrics = asyncio.run(scenario())
+    full = [a for a in answers if "queue limit" in a.json()["error"]]
+    late = [a for a in answers if "took longer than this server's timeout of 0.5 s" in a.json()["error"]]
+    assert len(full) == 3 and len(late) == 3, [a.json() for a in answers]
+    assert all(a.status_code == 503 and a.headers["retry-after"] == "1" for a in answers)
+    assert after.status_code == 200, after.text
+    assert after.json()["translations"][0]["text"] == local["translate"].translate(
+        body["texts"])[0]
+    assert 'attnkit_cancelled_requests_total{model="translate"} 3.0' in metrics
