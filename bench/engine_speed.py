@@ -17,8 +17,11 @@ Rows (``--rows``, comma-separated):
   BF16Linear, torchao's eager int8 configs when torchao is installed.
 
 CTranslate2 gets attnkit's weights through model specifications built here from the attnkit modules
-(shapes read from the weight tensors), saved once in fp32 and loaded with each compute type (fp32, int8;
-bf16 where this CPU supports it). Each conversion is checked (log-probabilities, logits or hidden states,
+(shapes read from the weight tensors), saved in fp32 and once more quantized to int8 (what
+``ct2-transformers-converter --quantization int8`` writes); each is loaded with its compute type (fp32,
+int8; bf16 where CTranslate2 supports it on this CPU). attnkit runs fp32 (the reference path), fp32-onednn
+(``onednn_fp32``: the same precision, products in oneDNN, CTranslate2's GEMM backend on AMD CPUs), int8
+and bf16 (``quantize``). Each conversion is checked (log-probabilities, logits or hidden states,
 and fp32 outputs identical). Both sides get the same batches (sorted by length) and the same number of
 threads; the runs alternate (``--repeats`` rounds), every repeat is printed, then the medians and the
 ratios (> 1: attnkit faster). ``--rss`` also measures the peak RSS of each side in a child process.
@@ -65,14 +68,14 @@ from attnkit.data.parallel import read_parallel  # noqa: E402
 from attnkit.decoding import GenerationConfig, generate  # noqa: E402
 from attnkit.decoding.beam import BeamConfig, beam_search  # noqa: E402
 from attnkit.derived import frozen_weights  # noqa: E402
-from attnkit.layers.quant import capabilities, pack_fp32, quantize, weight_bytes  # noqa: E402
+from attnkit.layers.quant import capabilities, onednn_fp32, quantize, weight_bytes  # noqa: E402
 from attnkit.models.bert import mean_pool  # noqa: E402
 from attnkit.tokenizers.subword import BOS_ID, EOS_ID, PAD_ID, UNK_ID, SubwordTokenizer  # noqa: E402
 
 DATA = ROOT / ".." / "shared" / "data" / "multi30k"
 FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile",
          "amx_bf16", "amx_int8")
-# attnkit's modes: fp32 (the reference path), fp32-onednn (fp32 products through oneDNN, pack_fp32), int8, bf16
+# attnkit's modes: fp32 (the reference path), fp32-onednn (fp32 products through oneDNN, onednn_fp32), int8, bf16
 ATTNKIT_MODES = ("fp32", "fp32-onednn", "int8", "bf16")
 
 
@@ -81,7 +84,7 @@ def variant(model: nn.Module, mode: str) -> nn.Module:
     if mode == "fp32":
         return model
     copied = copy.deepcopy(model)
-    return pack_fp32(copied) if mode == "fp32-onednn" else quantize(copied, mode)
+    return onednn_fp32(copied) if mode == "fp32-onednn" else quantize(copied, mode)
 
 
 # ------------------------------------------------------------------------------------- the machine
@@ -250,8 +253,13 @@ def _save(spec, out: Path, quantization: str | None) -> Path:  # noqa: ANN001
 
 
 def load_ct2(kind: str, path: Path, compute_type: str, threads: int):  # noqa: ANN201
+    """A CTranslate2 model of ``kind`` with ``compute_type``: int8 from the directory converted with
+    ``quantization="int8"`` (as ``ct2-transformers-converter --quantization int8`` writes it: smaller to load),
+    the others from the fp32 directory ``path``."""
     import ctranslate2
 
+    if compute_type.startswith("int8"):
+        path = path.with_name(path.name + ".int8")
     cls = {"translation": ctranslate2.Translator, "gpt": ctranslate2.Generator, "minilm": ctranslate2.Encoder}[kind]
     return cls(str(path), device="cpu", compute_type=compute_type, inter_threads=1, intra_threads=threads)
 
@@ -650,7 +658,7 @@ def kernels_row(args: argparse.Namespace, work: Path) -> dict:
         torch.manual_seed(0)
         lin = nn.Linear(k, n)
         x = torch.randn(m, k)
-        fns = {"fp32 F.linear": lin, "fp32 OneDNNLinear": pack_fp32(nn.Sequential(copy.deepcopy(lin)))[0],
+        fns = {"fp32 F.linear": lin, "fp32 OneDNNLinear": onednn_fp32(nn.Sequential(copy.deepcopy(lin)))[0],
                "bf16 BF16Linear": quantize(nn.Sequential(copy.deepcopy(lin)), "bf16")[0],
                "int8 Int8Linear": quantize(nn.Sequential(copy.deepcopy(lin)), "int8")[0]}
         fns.update(_torchao_variants(lin))

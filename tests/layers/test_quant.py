@@ -24,7 +24,7 @@ from attnkit.layers.quant import (
     QuantEmbedding,
     QuantizedStack,
     load_quantized,
-    pack_fp32,
+    onednn_fp32,
     pick_dtype,
     quantize,
     quantize_activations,
@@ -119,7 +119,7 @@ def test_onednn_fp32_linear_equals_f_linear_up_to_rounding() -> None:
         with torch.no_grad():
             torch.testing.assert_close(q(x), lin(x), rtol=1e-5, atol=1e-5)
     model = GPT(GPTConfig.tiny()).eval()
-    fast = pack_fp32(copy.deepcopy(model))
+    fast = onednn_fp32(copy.deepcopy(model))
     assert not [m for m in fast.modules() if isinstance(m, nn.Linear)]
     idx = torch.randint(0, 256, (2, 16))
     with torch.inference_mode():

@@ -13,6 +13,7 @@ import transformers
 from safetensors.torch import load_file, save_file
 
 from _pretrained_mt import compare_with_generate, marian_dir, multi30k  # tests/_pretrained_mt.py
+from attnkit.decoding.options import DecodeOptions
 from attnkit.errors import CheckpointError
 from attnkit.layers.embeddings import sinusoidal_table
 from attnkit.models.hf.marian import load_marian, save_marian
@@ -118,3 +119,19 @@ def test_bad_checkpoints_name_the_problem(shared, tmp_path) -> None:
     (tmp_path / "model.safetensors").write_bytes(data[: len(data) // 2])
     with pytest.raises(CheckpointError, match="cannot read the weights"):
         load_marian(tmp_path)
+
+
+@pytest.mark.parametrize("beam", [1, 4])
+def test_no_repeat_ngram_equals_generate(shared, beam: int) -> None:
+    hf, d = shared
+    translator = open_run(d).inference
+    ids = translator.encode_sources(list(multi30k("de", "val")[200:206]))
+    opts = DecodeOptions(beam_size=beam, no_repeat_ngram=2, max_len_b=12)
+    ours = translator.translate_ids(ids, options=opts, max_tokens=10**6)
+    s = max(map(len, ids))
+    pad = translator.specials.pad
+    x = torch.tensor([row + [pad] * (s - len(row)) for row in ids])
+    out = hf.generate(input_ids=x, attention_mask=(x != pad).long(), num_beams=beam, no_repeat_ngram_size=2,
+                      max_new_tokens=opts.budget(s, translator.max_len - 1), early_stopping=True, do_sample=False)
+    theirs = [translator._strip(row) for row in out[:, 1:].tolist()]
+    assert ours == theirs

@@ -54,7 +54,7 @@ CASES: list[tuple[str, bytes | object, int, str]] = [
     ("/v1/generate", {"model": "lm", "prompt": "a", "max_new_tokens": -1}, 422, "max_new_tokens"),
     ("/v1/generate", {"model": "lm", "prompt": "\u00fc\u4e2d"}, 422, "character(s) the tokenizer does not know"),
     ("/v1/generate", {"model": "lm", "prompt": "the dog " * 4}, 422,
-     "the prompt is 32 tokens, longer than the model's context of 24"),
+     "the prompt has 32 tokens; model 'lm' takes at most 24"),
     ("/v1/embed", {"model": "translate", "texts": ["a"]}, 422, "cannot embed"),
     ("/v1/embed", {"model": "mlm", "texts": ["a " * 70]}, 422, "tokens; model 'mlm' takes at most 64"),
     ("/v1/classify", {"model": "mlm", "texts": ["a"]}, 422, "cannot classify; it can: embed, attention"),

@@ -173,3 +173,35 @@ def test_generate_equality_through_open_run_api(dirs) -> None:
     hf = transformers.MarianMTModel.from_pretrained(dirs["marian"]).eval()
     compare_with_generate(hf, open_run(dirs["marian"]).inference, list(multi30k("de", "val")[100:106]),
                           tgt_lang="fra")
+
+
+def test_decoding_flags_n_best_alignments_sampling_prefix(dirs) -> None:
+    d, lines = str(dirs["marian"]), list(multi30k("de", "val")[300:303])
+    stdin = "\n".join(lines) + "\n"
+    code, out, err = cli(["translate", "run", d, "--beam", "4", "--n-best", "3"], stdin)
+    assert code == 0, err
+    rows = [r.split("\t") for r in out.splitlines()]
+    assert [(int(i), int(k)) for i, k, _, _ in rows] == [(i, k) for i in range(3) for k in (1, 2, 3)]
+    for i in range(3):
+        scores = [float(r[2]) for r in rows[3 * i : 3 * i + 3]]
+        assert scores == sorted(scores, reverse=True)
+    best = open_run(dirs["marian"]).translate(lines, beam_size=4)
+    assert [r[3] for r in rows[::3]] == best
+    code, out, err = cli(["translate", "run", d, "--alignments"], stdin)
+    assert code == 0, err
+    for line, src in zip(out.splitlines(), lines, strict=True):
+        text, pairs = line.split("\t")
+        for pair in pairs.split():
+            i, j = map(int, pair.split("-"))
+            assert 0 <= i < len(src.split()) and 0 <= j < len(text.split())
+    runs = [cli(["translate", "run", d, "--sample", "--seed", str(s), "--top-k", "20", "--quiet"], stdin)[1]
+            for s in (3, 3, 4)]
+    assert runs[0] == runs[1] != runs[2]
+    code, out, _ = cli(["translate", "run", d, "--prefix", "A man", "--quiet"], stdin)
+    assert code == 0 and all(t.startswith("A man") for t in out.splitlines())
+    for flags, message in ((["--beam", "2", "--n-best", "5"], "--n-best must be in [1, beam_size = 2]"),
+                           (["--sample", "--beam", "3"], "--sample draws one translation"),
+                           (["--sample", "--top-p", "0"], "--top-p must be in (0, 1]"),
+                           (["--alignments", "--align-layer", "7"], "--align-layer / --align-heads: layer 7")):
+        code, out, err = cli(["translate", "run", d, *flags], stdin)
+        assert (code, out) == (2, "") and err.count("\n") == 1 and message in err, (flags, err)

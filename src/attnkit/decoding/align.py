@@ -65,8 +65,8 @@ def word_weights(weights: Tensor, src_words: Sequence[int], tgt_words: Sequence[
     """weights [T, S] of tokens -> [J, I] of words: a target word's rows averaged, a source word's columns
     summed (tokens of word -1 left out)."""
     n_src, n_tgt = max(src_words, default=-1) + 1, max(tgt_words, default=-1) + 1
-    s = torch.tensor(src_words)
-    t = torch.tensor(tgt_words)
+    s = torch.tensor(src_words, dtype=torch.long)
+    t = torch.tensor(tgt_words, dtype=torch.long)
     col = torch.zeros(weights.shape[0], n_src).index_add_(1, s.clamp(min=0), weights.float() * (s >= 0))  # (T, I)
     rows = torch.zeros(n_tgt, n_src).index_add_(0, t.clamp(min=0), col * (t >= 0).unsqueeze(1).float())
     count = torch.zeros(n_tgt).index_add_(0, t.clamp(min=0), (t >= 0).float()).clamp(min=1)

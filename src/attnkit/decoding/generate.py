@@ -89,9 +89,9 @@ def _next_token(logits: Tensor, cfg: GenerationConfig, generator: torch.Generato
         return logits.argmax(-1)
     scaled = logits.float() / cfg.temperature
     if bool((torch.isnan(scaled) | torch.isposinf(scaled)).any()):
-        # A tiny temperature overflows float32: divide the distances to the best logit instead (the same
-        # distribution, which then puts all its mass on the arg-max).
-        scaled = (logits.float() - logits.float().amax(-1, keepdim=True)) / cfg.temperature
+        # A tiny temperature overflows float32: divide the distances to the best logit, in float64, instead
+        # (the same distribution, which then puts all its mass on the arg-max).
+        scaled = ((logits.double() - logits.double().amax(-1, keepdim=True)) / cfg.temperature).float()
     logits = filter_logits(scaled, cfg.top_k, cfg.top_p)
     probs = torch.softmax(logits, dim=-1)
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)

@@ -19,7 +19,7 @@ the KV cache and residual sums stay fp32 in both modes: only the matrix products
 * A weight shared by a token embedding and the output projection (tied) stays shared: one int8 (or bf16)
   matrix and one scale vector serve both (a per-row scale of a [V, E] matrix is the per-token scale of the
   embedding and the per-output-channel scale of the projection).
-* ``pack_fp32(model)`` keeps fp32 but runs the products in oneDNN (:class:`OneDNNLinear`), the GEMM
+* ``onednn_fp32(model)`` keeps fp32 but runs the products in oneDNN (:class:`OneDNNLinear`), the GEMM
   backend CTranslate2 picks on AMD CPUs, where PyTorch's ``F.linear`` uses MKL: same precision, another
   summation order, so it is an opt-in beside the reference path.
 
@@ -239,32 +239,24 @@ class BF16Linear(nn.Module):
 
 
 class OneDNNLinear(nn.Module):
-    """fp32 ``y = x W^T + b`` through oneDNN's packed single-precision product
-    (``torch.ops.mkldnn._linear_pointwise`` on a weight reordered once by ``_reorder_linear_weight``): the
-    GEMM backend CTranslate2 selects on non-Intel x86 CPUs, where PyTorch's ``F.linear`` goes to MKL. The
-    same fp32 arithmetic in another summation order: results differ from ``F.linear`` by rounding only
-    (about 1e-7 relative), so this is an opt-in (:func:`pack_fp32`), never the fp32 reference path."""
+    """fp32 ``y = x W^T + b`` through oneDNN's single-precision product (``torch.ops.mkldnn._linear_pointwise``,
+    the op Inductor's CPU linear lowers to), on the weight as it is stored (no packed copy: measured as fast
+    as oneDNN's reordered layout on this CPU). oneDNN is the GEMM backend CTranslate2 selects on non-Intel x86
+    CPUs, where PyTorch's ``F.linear`` goes to MKL. The same fp32 arithmetic in another summation order:
+    results differ from ``F.linear`` by rounding only (about 1e-7 relative), so this is an opt-in
+    (:func:`onednn_fp32`), never the fp32 reference path. Buffers: ``weight`` [out, in], ``bias`` [out] or None."""
 
     def __init__(self, weight: Tensor, bias: Tensor | None) -> None:
         super().__init__()
         self.out_features, self.in_features = weight.shape
-        self.register_buffer("weight", weight.detach().float())
+        self.register_buffer("weight", weight.detach().float())  # shared with the fp32 model (tied weights too)
         self.register_buffer("bias", None if bias is None else bias.detach().float().clone())
-        self._packed: tuple[tuple, Tensor] | None = None
 
     def dequantized(self) -> Tensor:
         return self.weight
 
     def forward(self, x: Tensor) -> Tensor:
-        w = self.weight
-        key = (w.data_ptr(), None if w.is_inference() else w._version)
-        if self._packed is None or self._packed[0] != key:
-            with torch.no_grad():
-                self._packed = (key, torch.ops.mkldnn._reorder_linear_weight(w, None))
-        return torch.ops.mkldnn._linear_pointwise(x, self._packed[1], self.bias, "none", [], "")
-
-    def __getstate__(self) -> dict:
-        return {**super().__getstate__(), "_packed": None}
+        return torch.ops.mkldnn._linear_pointwise(x, self.weight, self.bias, "none", [], "")
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
@@ -370,7 +362,7 @@ def quantize(model: nn.Module, dtype: str, *, embeddings: bool = True) -> nn.Mod
 
 
 @torch.no_grad()
-def pack_fp32(model: nn.Module) -> nn.Module:
+def onednn_fp32(model: nn.Module) -> nn.Module:
     """fp32 inference with every ``nn.Linear`` run by :class:`OneDNNLinear` (in place; eval mode): the
     precision stays fp32, the products go to oneDNN instead of MKL (faster on this project's AMD CPU,
     docs/speed.md). Tied weights stay shared; embeddings are untouched."""

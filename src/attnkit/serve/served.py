@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from attnkit.decoding.generate import GenerationConfig
 from attnkit.errors import InputError
 from attnkit.serve.continuous import ContinuousGenerator, GenerationJob, resolve_seed
 from attnkit.serve.limits import BatchConfig, Limits
@@ -99,9 +100,12 @@ class Served:
         max_new = min(DEFAULT_NEW_TOKENS, limits.max_new_tokens) if req.max_new_tokens is None else req.max_new_tokens
         if max_new > limits.max_new_tokens:
             raise InputError(f"max_new_tokens {max_new} is over this server's limit of {limits.max_new_tokens}")
-        # The Generator's own checks and settings (stop tokens, memory of the caches), as generating alone.
-        ids, cfg = self.run.inference._prepare(req.prompt, max_new, req.temperature, req.top_k, req.top_p,
-                                               resolve_seed(req.seed), 1)
+        gen = self.run.inference
+        ids = gen.prompt_ids(req.prompt)
+        self._check_lengths([len(ids)], "the prompt")
+        # The Generator's settings (its stop tokens); the schema has checked the options' ranges.
+        cfg = GenerationConfig(max_new_tokens=max_new, temperature=req.temperature, top_k=req.top_k, top_p=req.top_p,
+                               seed=resolve_seed(req.seed), stop_tokens=gen.tokenizer.stop_ids)
         job = GenerationJob(ids, cfg)
         # Past the context, generation goes on in windows: alone, outside the continuous batch.
         kind = "generate" if self.engine.batchable(job) else "generate-alone"

@@ -192,7 +192,7 @@ def available_memory(device: torch.device | str | None = None) -> Memory | None:
 
 def human_bytes(n: float) -> str:
     """1234567890 -> '1.2 GB' (decimal units, as ``free -h`` and disk vendors count)."""
-    for unit, size in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+    for unit, size in (("EB", 1e18), ("PB", 1e15), ("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
         if n >= size:
             return f"{n / size:.1f} {unit}"
     return f"{int(n)} bytes"
