@@ -1,6 +1,8 @@
 """Feed every model-family command its bad inputs and print what the user gets (markdown rows).
 
-    .venv/bin/python bench/cli_bad_inputs.py      # regenerates "Model families" in docs/bad-input.md (~30 s)
+    .venv/bin/python bench/cli_bad_inputs.py            # "Model families" in docs/bad-input.md (~30 s)
+    .venv/bin/python bench/cli_bad_inputs.py --numeric  # "Numeric options" (every numeric option of every
+                                                        # command: huge, zero, negative / NaN, inf; ~5 min)
 
 Tiny runs of each family are trained in a temporary directory first (tests/cli/_runs.py); each case then
 runs ``attnkit ...`` in this process. The last stderr line is shown (for exit 0, the stdout shape and any
@@ -12,6 +14,7 @@ tests/cli/test_bad_input_fuzz.py check the same promises on random input.
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 import tempfile
@@ -20,7 +23,12 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "cli"))
+from _options import COMMANDS, STREAMING, names  # noqa: E402
 from _runs import make_runs, run_cli  # noqa: E402
+from _zygote import Zygote  # noqa: E402
+
+# The values tried for each numeric option (the property test in tests/cli/test_bounded.py tries many more).
+NUMERIC_VALUES = {"int": ["1000000000000", "0", "-1"], "float": ["inf", "nan", "-1"]}
 
 NOT_UTF8 = b"the dog \xff\xfe runs\n"
 LONG = "dog " * 5000  # 20,000 characters
@@ -174,7 +182,45 @@ def _shown(text: str, tmp: Path, minilm: Path) -> str:
     return text.replace("|", "\\|")
 
 
+def numeric_table() -> None:
+    """Every numeric option of every command (tests/cli/_options.py) with the values of NUMERIC_VALUES, each
+    run in its own process under a 4 GB address-space limit (tests/cli/_zygote.py): exit code, time and the
+    last line on stderr (for exit 0, what was written; 143: a streaming command stopped after 30 s)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE"}
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        runs = make_runs(tmp)
+        zygote = Zygote(tmp, env)
+        print("| command | option | value | exit | time | what the user gets |")
+        print("| --- | --- | --- | --- | --- | --- |")
+        for command, (argv, stdin, options, _) in COMMANDS.items():
+            for option, kind in options:
+                for value in NUMERIC_VALUES[kind]:
+                    work = tmp / f"w{zygote.jobs}"
+                    work.mkdir()
+                    flag = [f"{option}={value}"] if option.startswith("--") else [option, value]
+                    args = [a.format(**names(runs, work)) for a in argv] + flag
+                    code, out, err, timed_out = zygote.run(args, stdin)
+                    seconds = zygote.last_seconds
+                    assert "Traceback" not in err, err
+                    lines = [x for x in err.splitlines() if x.strip()]
+                    if code == 0:
+                        n = out.count(b"\n")
+                        warned = [x for x in lines if x.startswith("attnkit: warning:")]
+                        got = f"{n} output line(s)" + ("; " + "; ".join(warned) if warned else "")
+                    else:
+                        got = lines[-1] if lines else ""
+                    if timed_out:
+                        got += f" (stopped by SIGTERM after 30 s{'; it was streaming' if command in STREAMING else ''})"
+                    print(f"| {command} | `{option}` | `{value}` | {code} | {seconds * 1000:.0f} ms | "
+                          f"{_shown(got.replace(str(work), 'TMP'), tmp, runs['minilm'])} |", flush=True)
+        zygote.close()
+
+
 def main() -> None:
+    if "--numeric" in sys.argv[1:]:
+        numeric_table()
+        return
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)

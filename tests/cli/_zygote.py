@@ -1,14 +1,20 @@
-"""A fork server for the bounded-resources tests (tests/cli/test_bounded.py): imports attnkit once, then runs
-each job in a forked child, a real process with real file descriptors and signals, under an address-space
-limit (RLIMIT_AS) and a time limit, at the cost of a fork instead of a Python start-up with torch.
+"""A fork server for the bounded-resources tests (tests/cli/test_bounded.py) and bench/cli_bad_inputs.py:
+it imports attnkit once, then runs each job in a forked child, a real process with its own file
+descriptors and signals, under an address-space limit (RLIMIT_AS) and a time limit, at the cost of a fork
+instead of a Python start-up with torch (seconds on a busy 2-core machine).
 
-Protocol: one JSON object per line on stdin, ``{"argv": [...], "stdin": PATH, "out": PATH, "err": PATH,
-"memory": BYTES, "timeout": SECONDS}``; one JSON line per job on stdout, ``{"status": exit code or -signal,
-"timed_out": bool, "seconds": float}``. A job still running at its timeout gets SIGTERM (a streaming
-command then exits 143 with its one message line), and SIGKILL 10 s later.
+Protocol: one JSON object per line on the server's stdin, one JSON line answering it on its stdout.
 
-Run with OMP_NUM_THREADS=1: no torch operation runs before the forks (OpenMP's thread pool does not
-survive a fork), and the children share two cores with the rest of the machine.
+* ``{"argv": [...], "stdin": PATH, "out": PATH, "err": PATH, "memory": BYTES, "timeout": SECONDS}``: run
+  ``attnkit argv`` and answer ``{"status": exit code or -signal, "timed_out": bool, "seconds": float}``. A
+  job still running at its timeout gets SIGTERM (a streaming command then exits 143 with its one line),
+  and SIGKILL 10 s later.
+* The same with ``"detach": true``: answer ``{"pid": PID}`` at once (``out`` may be a FIFO the caller
+  reads); then ``{"wait": PID, "timeout": SECONDS}`` answers as above.
+* ``{"ping": true}``: answers ``{"ready": true}`` once the imports are done.
+
+Run with OMP_NUM_THREADS=1: no torch operation runs before the forks (OpenMP's thread pool does not survive
+a fork), and the children share two cores with the rest of the machine.
 """
 
 from __future__ import annotations
@@ -18,11 +24,18 @@ import json
 import os
 import resource
 import signal
+import subprocess
 import sys
 import time
 import traceback
+from pathlib import Path
 
-from attnkit.cli.main import main  # the heavy imports, once
+if __name__ == "__main__":
+    from attnkit.cli.main import build_parser, main
+    from attnkit.tasks.runs import run_families
+
+    build_parser()  # imports every command module once (main() imports them at each call)
+    run_families()  # and every family's task module
 
 
 def _child(job: dict) -> None:
@@ -33,7 +46,7 @@ def _child(job: dict) -> None:
         f = os.open(path, flags, 0o644)
         os.dup2(f, fd)
         os.close(f)
-    # Fresh streams over the new descriptors (the parent's may hold buffered bytes of the job pipe).
+    # Fresh streams over the new descriptors (the server's may hold buffered bytes of the job pipe).
     sys.stdin = io.TextIOWrapper(open(0, "rb", closefd=False), encoding="utf-8")
     sys.stdout = io.TextIOWrapper(open(1, "wb", closefd=False), encoding="utf-8")
     sys.stderr = io.TextIOWrapper(open(2, "wb", closefd=False), encoding="utf-8", line_buffering=True)
@@ -53,13 +66,13 @@ def _child(job: dict) -> None:
         os._exit(int(code or 0))
 
 
-def _wait(pid: int, timeout: float) -> tuple[int, bool]:
-    """(exit code or -signal, whether the job ran past ``timeout`` and was stopped)."""
+def _wait(pid: int, timeout: float) -> dict:
     start, timed_out, killed_at = time.monotonic(), False, None
     while True:
         done, status = os.waitpid(pid, os.WNOHANG)
         if done:
-            return os.waitstatus_to_exitcode(status), timed_out
+            return {"status": os.waitstatus_to_exitcode(status), "timed_out": timed_out,
+                    "seconds": time.monotonic() - start}
         now = time.monotonic()
         if not timed_out and now - start > timeout:
             os.kill(pid, signal.SIGTERM)
@@ -82,14 +95,64 @@ def serve() -> None:
             buf += chunk
         line, buf = buf.split(b"\n", 1)
         job = json.loads(line)
-        started = time.monotonic()
-        pid = os.fork()
-        if pid == 0:
-            _child(job)
-        status, timed_out = _wait(pid, job["timeout"])
-        answers.write(json.dumps({"status": status, "timed_out": timed_out,
-                                  "seconds": time.monotonic() - started}) + "\n")
+        if "ping" in job:
+            answer = {"ready": True}
+        elif "wait" in job:
+            answer = _wait(job["wait"], job["timeout"])
+        else:
+            pid = os.fork()
+            if pid == 0:
+                _child(job)
+            answer = {"pid": pid} if job.get("detach") else _wait(pid, job["timeout"])
+        answers.write(json.dumps(answer) + "\n")
         answers.flush()
+
+
+class Zygote:
+    """The client: starts the server (``env``: its environment) and sends it jobs."""
+
+    def __init__(self, tmp: Path, env: dict[str, str], memory: int = 4 << 30) -> None:
+        self.tmp, self.memory, self.jobs = tmp, memory, 0
+        self.last_seconds = 0.0  # how long the last run() took in its process
+        self.proc = subprocess.Popen([sys.executable, __file__], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     env=env)
+        self._ask({"ping": True})  # once attnkit is imported (the first job's time is its own)
+
+    def _ask(self, job: dict) -> dict:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write((json.dumps(job) + "\n").encode())
+        self.proc.stdin.flush()
+        return json.loads(self.proc.stdout.readline())
+
+    def _job(self, argv: list[str], stdin: bytes, out: Path | None) -> dict:
+        self.jobs += 1
+        paths = {k: self.tmp / f"job{self.jobs}.{k}" for k in ("stdin", "out", "err")}
+        if out is not None:
+            paths["out"] = out
+        paths["stdin"].write_bytes(stdin)
+        return {"argv": argv, "memory": self.memory, **{k: str(p) for k, p in paths.items()}}
+
+    def run(self, argv: list[str], stdin: bytes = b"", timeout: float = 30.0) -> tuple[int, bytes, str, bool]:
+        """``attnkit argv`` with ``stdin``: (exit code or -signal, stdout, stderr, stopped at the timeout)."""
+        job = self._job(argv, stdin, None)
+        answer = self._ask({**job, "timeout": timeout})
+        self.last_seconds = answer["seconds"]
+        err = Path(job["err"]).read_bytes().decode("utf-8", "replace")
+        return answer["status"], Path(job["out"]).read_bytes(), err, answer["timed_out"]
+
+    def start(self, argv: list[str], stdin: bytes, out: Path) -> tuple[int, Path]:
+        """Start ``attnkit argv`` writing to ``out`` (a FIFO to read as it goes); (its pid, its stderr file)."""
+        job = self._job(argv, stdin, out)
+        return self._ask({**job, "detach": True})["pid"], Path(job["err"])
+
+    def wait(self, pid: int, timeout: float = 120.0) -> int:
+        """The exit code (or -signal) of a started job."""
+        return self._ask({"wait": pid, "timeout": timeout})["status"]
+
+    def close(self) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+        self.proc.wait(timeout=30)
 
 
 if __name__ == "__main__":

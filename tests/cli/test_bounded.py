@@ -20,17 +20,18 @@ bench/cli_bad_inputs.py.
 
 from __future__ import annotations
 
-import json
 import os
+import select
 import signal
-import subprocess
-import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from _options import COMMANDS, STREAMING, TRAIN, names  # tests/cli/_options.py
 from _runs import ERROR_PREFIX, make_runs  # tests/cli/_runs.py
-from hypothesis import HealthCheck, given, settings
+from _zygote import Zygote  # tests/cli/_zygote.py
+from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
 
 from attnkit.data.dates import dates_corpus
@@ -50,31 +51,6 @@ def _env() -> dict[str, str]:
     return {**os.environ, "OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE", "PYTHONPATH": str(SRC)}
 
 
-class Zygote:
-    """The fork server: ``run(argv, stdin) -> (status, stdout bytes, stderr text, timed_out)``."""
-
-    def __init__(self, tmp: Path) -> None:
-        self.tmp = tmp
-        self.proc = subprocess.Popen([sys.executable, str(HERE / "_zygote.py")], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, env=_env())
-
-    def run(self, argv: list[str], stdin: bytes = b"", timeout: float = TIMEOUT) -> tuple[int, bytes, str, bool]:
-        paths = {k: self.tmp / f"job.{k}" for k in ("stdin", "out", "err")}
-        paths["stdin"].write_bytes(stdin)
-        job = {"argv": argv, "memory": MEMORY, "timeout": timeout, **{k: str(p) for k, p in paths.items()}}
-        assert self.proc.stdin is not None and self.proc.stdout is not None
-        self.proc.stdin.write((json.dumps(job) + "\n").encode())
-        self.proc.stdin.flush()
-        answer = json.loads(self.proc.stdout.readline())
-        err = paths["err"].read_bytes().decode("utf-8", "replace")
-        return answer["status"], paths["out"].read_bytes(), err, answer["timed_out"]
-
-    def close(self) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.close()
-        self.proc.wait(timeout=30)
-
-
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return make_runs(tmp_path_factory.mktemp("bounded-runs"))
@@ -82,7 +58,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def zygote(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
-    z = Zygote(tmp_path_factory.mktemp("zygote"))
+    z = Zygote(tmp_path_factory.mktemp("zygote"), _env(), MEMORY)
     yield z
     z.close()
 
@@ -95,68 +71,6 @@ BAD_FLOAT = st.one_of(st.sampled_from(["nan", "inf", "-inf", "1e308", "-1e308", 
                       st.floats(allow_nan=True, allow_infinity=True).map(repr))
 SMALL = st.integers(1, 3).map(str)
 VALUES = {"int": st.one_of(BAD_INT, NOT_INT, SMALL), "float": st.one_of(BAD_FLOAT, st.floats(0, 1).map(repr))}
-
-# command: (argv before the fuzzed option, stdin, [(option, kind)], what a success prints)
-TRAIN = ["--steps", "1", "--eval-every", "0", "--time-limit", "5", "--quiet"]
-COMMANDS: dict[str, tuple[list[str], bytes, list[tuple[str, str]], str]] = {
-    "translate run": (["translate", "run", "{translate}"], b"the fifth of May 1999\n",
-                      [("--beam", "int"), ("--batch-tokens", "int"), ("--length-penalty", "float")], "lines:1"),
-    "translate eval": (["translate", "eval", "{translate}", "--data", "{parallel}", "--split", "val", "--beam", "1"],
-                       b"", [("--beam", "int"), ("--length-penalty", "float")], "sacreBLEU"),
-    "translate train": (["translate", "train", "--data", "{parallel}", "--src", "words", "--tgt", "iso", "--out",
-                         "{tmp}/tt", "--preset", "tiny", "--vocab-size", "60", "--max-tokens", "256", "--max-len",
-                         "32", "--val-bleu-n", "2", *TRAIN], b"",
-                        [("--d-model", "int"), ("--heads", "int"), ("--d-ff", "int"), ("--layers", "int"),
-                         ("--max-len", "int"), ("--vocab-size", "int"), ("--max-tokens", "int"),
-                         ("--val-bleu-n", "int"), ("--max-train-lines", "int"), ("--average-last", "int"),
-                         ("--threads", "int"), ("--label-smoothing", "float"), ("--dropout", "float")], "file:tt"),
-    "lm sample": (["lm", "sample", "{lm_bpe}", "--prompt=the", "--max-new-tokens", "5", "--seed", "0"], b"",
-                  [("--max-new-tokens", "int"), ("--num-samples", "int"), ("--temperature", "float"),
-                   ("--top-k", "int"), ("--top-p", "float"), ("--seed", "int")], "prefix:the"),
-    "lm eval": (["lm", "eval", "{lm}", "--text", "{text}"], b"", [("--batch-size", "int"),
-                                                               ("--val-fraction", "float")], "prefix:loss"),
-    "lm train": (["lm", "train", "--text", "{text}", "--out", "{tmp}/lt", "--preset", "tiny", "--block-size", "8",
-                  "--batch-size", "2", *TRAIN], b"",
-                 [("--steps", "int"), ("--batch-size", "int"), ("--block-size", "int"), ("--n-layers", "int"),
-                  ("--n-heads", "int"), ("--d-model", "int"), ("--eval-batches", "int"), ("--threads", "int"),
-                  ("--warmup", "int"), ("--grad-accum", "int"), ("--seed", "int"), ("--eval-every", "int"),
-                  ("--ckpt-every", "int"), ("--keep", "int"), ("--log-every", "int"), ("--lr", "float"),
-                  ("--min-lr", "float"), ("--weight-decay", "float"), ("--eps", "float"), ("--clip", "float"),
-                  ("--dropout", "float"), ("--val-fraction", "float"), ("--time-limit", "float")], "file:lt"),
-    "lm train bpe": (["lm", "train", "--text", "{text}", "--out", "{tmp}/lb", "--preset", "tiny", "--block-size",
-                      "8", "--batch-size", "2", "--tokenizer", "bpe", *TRAIN], b"", [("--bpe-vocab", "int")],
-                     "file:lb"),
-    "mlm train": (["mlm", "train", "--text", "{text}", "--out", "{tmp}/mt", "--preset", "tiny", "--vocab-size", "40",
-                   "--max-tokens", "128", *TRAIN], b"",
-                  [("--vocab-size", "int"), ("--max-tokens", "int"), ("--val-fraction", "float")], "file:mt"),
-    "classify train": (["classify", "train", "--data", "{tsv}", "--init", "{mlm}", "--out", "{tmp}/ct",
-                        "--batch-size", "4", *TRAIN], b"",
-                       [("--batch-size", "int"), ("--max-length", "int"), ("--holdout", "float"),
-                        ("--split-seed", "int")], "file:ct"),
-    "embed": (["embed", "--model", "{mlm}", "--format", "jsonl"], b"the dog runs\n\na cat\n",
-              [("--batch-size", "int"), ("--max-length", "int")], "lines:3"),
-    "similar": (["similar", "--model", "{mlm}", "--corpus", "{text}", "--query", "dog"], b"",
-                [("-k", "int"), ("--batch-size", "int"), ("--max-length", "int")], "rows"),
-    "viz": (["viz", "{lm}", "--text", "the dog", "--out", "{tmp}/viz"], b"",
-            [("--layer", "int"), ("--head", "int"), ("--max-tokens", "int")], "files"),
-    "demo": (["demo", "--out", "{tmp}/demo", "--train-size", "200", "--test-size", "4", "--steps", "2",
-              "--time-limit", "3", "--quiet"], b"",
-             [("--train-size", "int"), ("--test-size", "int"), ("--steps", "int"), ("--time-limit", "float"),
-              ("--seed", "int")], "held-out exact match"),
-    "attention-demo": (["attention-demo", "--out", "{tmp}/a.png", "--steps", "2"], b"",
-                       [("--steps", "int"), ("--seed", "int")], "file:a.png"),
-}
-STREAMING = ("translate run", "lm sample", "embed")
-
-
-def _names(runs: dict[str, Path], tmp: Path) -> dict[str, str]:
-    text = tmp / "text.txt"
-    if not text.exists():
-        text.write_text("the dog runs under the big tree.\na cat sleeps on the red house.\n" * 20)
-        (tmp / "d.tsv").write_text("pos\tthe dog runs\nneg\tthe cat sleeps\n" * 6)
-    return {**{k: str(v) for k, v in runs.items()}, "parallel": str(runs["translate"].parent / "parallel"),
-            "text": str(text), "tsv": str(tmp / "d.tsv"), "tmp": str(tmp)}
-
 
 def check_outcome(command: str, status: int, out: bytes, err: str, timed_out: bool, expect: str, tmp: Path) -> None:
     """Exit 0 with the documented output, exit 2 with one error line, or (streaming) stopped at the time
@@ -199,7 +113,8 @@ def _fuzz(command: str, examples: int):  # noqa: ANN202
         tmp = tmp_path_factory.mktemp("b")
         option, value = pair
         flag = [f"{option}={value}"] if option.startswith("--") else [option, value]  # -k=5 would be "=5"
-        args = [a.format(**_names(runs, tmp)) for a in argv] + flag
+        args = [a.format(**names(runs, tmp)) for a in argv] + flag
+        note(f"attnkit {' '.join(args)}")
         status, out, err, timed_out = zygote.run(args, stdin)
         check_outcome(command, status, out, err, timed_out, expect, tmp)
 
@@ -233,26 +148,55 @@ test_attention_demo_options = _fuzz("attention-demo", N // 2)
      "--max-new-tokens 1000000000000 would need about"),
     (["lm", "train", "--text", "{text}", "--out", "{tmp}/x", "--preset", "tiny", "--d-model", "1000000"], b"",
      "--d-model 1000000 would need about"),
-    (["mlm", "train", "--text", "{text}", "--out", "{tmp}/y", "--preset", "tiny", "--vocab-size", str(10**12)], b"",
-     ""),
+    (["mlm", "train", "--text", "{text}", "--out", "{tmp}/y", "--preset", "tiny", "--vocab-size", str(10**12),
+      *TRAIN], b"", ""),
 ])
 def test_the_issue_cases(runs, zygote, tmp_path, argv: list[str], stdin: bytes, needle: str) -> None:
     """The cases of issue 15 (an OOM kill, silent hangs) and an abort in the Rust tokenizer trainer."""
-    names = _names(runs, tmp_path)
-    status, out, err, timed_out = zygote.run([a.format(**names) for a in argv], stdin)
+    paths = names(runs, tmp_path)
+    status, out, err, timed_out = zygote.run([a.format(**paths) for a in argv], stdin)
     check_outcome(argv[0], status, out, err, timed_out, "prefix:", tmp_path)
     assert needle in err and (status == 2) == bool(needle), err
 
 
 # -------------------------------------------------------------------------------------------- streaming
-def _popen(argv: list[str], stdin: bytes | None = None) -> subprocess.Popen:
-    proc = subprocess.Popen([sys.executable, "-m", "attnkit.cli.main", *argv], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env())
-    assert proc.stdin is not None
-    if stdin:
-        proc.stdin.write(stdin)
-    proc.stdin.close()
-    return proc
+class Streamed:
+    """A job of the fork server writing into a FIFO that the test reads as it goes."""
+
+    def __init__(self, zygote: Zygote, tmp: Path, argv: list[str], stdin: bytes = b"") -> None:
+        fifo = tmp / "out.fifo"
+        os.mkfifo(fifo)
+        self.zygote = zygote
+        self.pid, self.err_path = zygote.start(argv, stdin, fifo)
+        self.fd = os.open(fifo, os.O_RDONLY)
+        self.got = b""
+
+    def read_until(self, done: Callable[[bytes], bool], timeout: float = 60.0) -> bytes:
+        """What the job has written once ``done(it)`` holds (AssertionError after ``timeout`` seconds)."""
+        end = time.monotonic() + timeout
+        while not done(self.got):
+            ready, _, _ = select.select([self.fd], [], [], max(end - time.monotonic(), 0))
+            assert ready, f"nothing more written in {timeout} s (got {self.got[:200]!r})"
+            chunk = os.read(self.fd, 65536)
+            assert chunk or done(self.got), "the job ended"
+            self.got += chunk
+        return self.got
+
+    def running(self) -> bool:
+        """Not exited yet (a finished job stays a zombie until the server waits for it)."""
+        return Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] not in "ZX"
+
+    def finish(self, timeout: float = 120.0) -> tuple[int, bytes, str]:
+        """(exit code, everything written, stderr) once the job has ended."""
+        while True:
+            ready, _, _ = select.select([self.fd], [], [], timeout)
+            assert ready, f"the job did not end in {timeout} s"
+            chunk = os.read(self.fd, 65536)
+            if not chunk:
+                break
+            self.got += chunk
+        os.close(self.fd)
+        return self.zygote.wait(self.pid), self.got, self.err_path.read_text()
 
 
 @pytest.fixture(scope="module")
@@ -262,29 +206,35 @@ def sources(runs) -> list[str]:  # noqa: ANN001
     return [s for s in dates_corpus(3000, seed=7).src if len(tok.encode(s)) <= 30][:2000]
 
 
-def test_translate_run_streams_its_first_line_before_the_end(runs, sources) -> None:
-    proc = _popen(["translate", "run", str(runs["translate"]), "--beam", "2"],
-                  "".join(s + "\n" for s in sources).encode())
-    assert proc.stdout is not None
-    first = proc.stdout.readline()
-    still_running = proc.poll() is None
-    rest, err = proc.communicate(timeout=600)
-    assert still_running, "the first line came only at the end"
-    got = (first + rest).decode().split("\n")[:-1]
-    assert proc.returncode == 0 and err == b"" and got == open_run(runs["translate"]).translate(sources, beam_size=2)
+def _lines(texts: list[str]) -> bytes:
+    return "".join(t + "\n" for t in texts).encode()
 
 
-def test_lm_sample_streams_its_first_tokens(runs) -> None:
-    proc = _popen(["lm", "sample", str(runs["lm_bpe"]), "--prompt=the dog", "--max-new-tokens", "1000000", "--seed",
-                   "3", "--num-samples", "2"])
-    assert proc.stdout is not None
-    first = proc.stdout.read(20)
-    assert proc.poll() is None and first.startswith(b"the dog")
-    proc.send_signal(signal.SIGTERM)
-    rest, err = proc.communicate(timeout=60)
-    lines = err.decode().rstrip("\n").split("\n")
-    assert proc.returncode == 143 and lines == ["attnkit: interrupted after 0 of 2 samples"], err
-    assert (first + rest).endswith(b"\n")  # the sample's line was ended
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads process states from /proc")
+def test_translate_run_streams_its_first_line_before_the_end(runs, zygote, tmp_path, sources) -> None:
+    start = time.monotonic()
+    job = Streamed(zygote, tmp_path, ["translate", "run", str(runs["translate"])], _lines(sources))
+    job.read_until(lambda got: b"\n" in got)
+    first, still_running = time.monotonic() - start, job.running()
+    status, out, err = job.finish()
+    total = time.monotonic() - start
+    # (Before, the lines came once all were translated, in 8 kB bursts of the stdout buffer: the first just
+    # before the end.)
+    assert still_running and first < 0.7 * total, f"the first line came after {first:.1f} of {total:.1f} s"
+    got = out.decode().split("\n")[:-1]
+    assert status == 0 and err == "" and got == open_run(runs["translate"]).translate(sources)
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads process states from /proc")
+def test_lm_sample_streams_its_first_tokens(runs, zygote, tmp_path) -> None:
+    job = Streamed(zygote, tmp_path, ["lm", "sample", str(runs["lm_bpe"]), "--prompt=the dog", "--max-new-tokens",
+                                      "1000000", "--seed", "3", "--num-samples", "2"])
+    first = job.read_until(lambda got: len(got) >= 20)
+    assert job.running() and first.startswith(b"the dog")
+    os.kill(job.pid, signal.SIGTERM)
+    status, out, err = job.finish()
+    assert status == 143 and err == "attnkit: interrupted after 0 of 2 samples\n", err
+    assert out.endswith(b"\n")  # the sample's line was ended
 
 
 def test_lm_sample_prints_what_generate_returns(runs, zygote) -> None:
@@ -299,20 +249,15 @@ def test_lm_sample_prints_what_generate_returns(runs, zygote) -> None:
 
 # ---------------------------------------------------------------------------------------------- signals
 @pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
-def test_signal_mid_translation_keeps_whole_lines(runs, sources, sig: int, code: int) -> None:
-    proc = _popen(["translate", "run", str(runs["translate"]), "--beam", "3"],
-                  "".join(s + "\n" for s in sources).encode())
-    assert proc.stdout is not None
-    first = proc.stdout.readline()
+def test_signal_mid_translation_keeps_whole_lines(runs, zygote, tmp_path, sources, sig: int, code: int) -> None:
+    job = Streamed(zygote, tmp_path, ["translate", "run", str(runs["translate"]), "--beam", "3"], _lines(sources))
+    job.read_until(lambda got: b"\n" in got)
     time.sleep(0.2)
-    proc.send_signal(sig)
-    rest, err = proc.communicate(timeout=120)
-    out = (first + rest).decode()
-    lines = err.decode().rstrip("\n").split("\n")
-    assert proc.returncode == code, err
-    assert len(lines) == 1 and lines[0].startswith("attnkit: interrupted after "), err
-    written = int(lines[0].split()[3])
-    assert out.endswith("\n") and out.count("\n") == written and 0 < written < len(sources)
-    assert lines[0] == f"attnkit: interrupted after {written} of {len(sources)} lines"
-    expected = open_run(runs["translate"]).translate(sources[:written], beam_size=3)
-    assert out.split("\n")[:-1] == expected
+    os.kill(job.pid, sig)
+    status, written_bytes, err = job.finish()
+    out = written_bytes.decode()
+    assert status == code and err.count("\n") == 1, (status, err)
+    written = int(err.split()[3])
+    assert err == f"attnkit: interrupted after {written} of {len(sources)} lines\n"
+    assert 0 < written < len(sources) and out.endswith("\n") and out.count("\n") == written
+    assert out.split("\n")[:-1] == open_run(runs["translate"]).translate(sources[:written], beam_size=3)

@@ -76,14 +76,25 @@ def test_activation_quantization_rounds_to_nearest_per_row() -> None:
     assert bool(((real - p).abs() <= 0.5 + 1e-4).all())
 
 
-@pytest.mark.parametrize("onednn", [True, False], ids=["onednn", "int_mm"])
+def _weight_only_bound(x: torch.Tensor, q: Int8Linear) -> torch.Tensor:
+    """bf16(x) times the int8 rows, rounded to bf16, then scaled: |err| <= (s_w/2) sum|x| (weights) +
+    2u(1+u) sum|x||w~| (x and the product rounded to bf16), w~ = s_w q the dequantized weight."""
+    w = q.dequantized().double()
+    sw = q.scale.double()
+    return sw / 2 * x.double().abs().sum(-1, keepdim=True) + 2 * BF16_U * (1 + BF16_U) * (
+        x.double().abs() @ w.abs().t()) + 1e-5
+
+
+@pytest.mark.parametrize("kernel", ["onednn", "int_mm", "weight_only"])
 @pytest.mark.parametrize("bias", [True, False])
-def test_int8_linear_is_within_the_quantization_bound(onednn: bool, bias: bool) -> None:
-    if onednn and not quant._onednn_int8():
+def test_int8_linear_is_within_the_quantization_bound(kernel: str, bias: bool) -> None:
+    if kernel == "onednn" and not quant._onednn_int8():
         pytest.skip("no oneDNN int8 kernel in this PyTorch build")
+    if kernel == "weight_only" and not quant._native_bf16():
+        pytest.skip("the weight-only kernel runs in bf16: this CPU has no native bf16")
     lin = _linear(bias=bias)
     q = Int8Linear.from_parts(*quantize_rows(lin.weight), lin.bias)
-    q.use_onednn = onednn
+    q.kernel = kernel
     x = torch.randn(2, 7, 48)
     x[0, 2] = 0  # a zero row
     x[1, 3] *= 100  # a row with a large range
@@ -92,9 +103,20 @@ def test_int8_linear_is_within_the_quantization_bound(onednn: bool, bias: bool) 
                                             lin.bias.double())
     assert got.shape == (2, 7, 40)
     err = (got - ref).reshape(-1, 40)
-    assert bool((err.abs() <= _int8_bound(x.reshape(-1, 48), lin)).all())
+    rows = x.reshape(-1, 48)
+    bound = _weight_only_bound(rows, q) if kernel == "weight_only" else _int8_bound(rows, lin)
+    assert bool((err.abs() <= bound).all())
     assert torch.equal(q.dequantized(), q.scale[:, None] * q.qweight.float())
     assert q(torch.zeros(0, 48)).shape == (0, 40)
+
+
+def test_int8_linear_picks_its_kernel_by_size() -> None:
+    q = Int8Linear.from_parts(*quantize_rows(torch.randn(64, 48)), None)
+    small, large = q._choose(1), q._choose(10**6)
+    assert large == ("onednn" if quant._onednn_int8() else "int_mm")
+    assert small == ("weight_only" if quant._native_bf16() else large)
+    odd = Int8Linear.from_parts(*quantize_rows(torch.randn(64, 40)), None)  # width not a multiple of 16
+    assert odd._choose(1) == large
 
 
 def test_bf16_linear_is_within_bf16_rounding() -> None:
@@ -172,18 +194,28 @@ def _cosines(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 # bf16 0.99995-0.99999; arg-max agreement with fp32 94-100% (random logits have near ties). The bounds
 # leave room for other seeds.
 MIN_COSINE = {"int8": 0.999, "bf16": 0.9999}
+# "int8" with the small-product rule (these tiny models: the weight-only kernel) and with every product
+# through the int8 x int8 kernel ("int8-a8w8", the large-product path).
+MODES = ["int8", "int8-a8w8", "bf16"]
 
 
-@pytest.mark.parametrize("mode", ["int8", "bf16"])
-def test_tiny_gpt_quantized_is_close_and_decodes_as_it_scores(mode: str) -> None:
+def _quantize(model: nn.Module, mode: str, monkeypatch: pytest.MonkeyPatch) -> nn.Module:
+    if mode == "int8-a8w8":
+        monkeypatch.setattr(quant, "WEIGHT_ONLY_MAX_MACS", -1)
+    return quantize(model, mode.split("-")[0])
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_tiny_gpt_quantized_is_close_and_decodes_as_it_scores(mode: str, monkeypatch: pytest.MonkeyPatch) -> None:
     model = GPT(GPTConfig.tiny()).eval()
-    q = quantize(copy.deepcopy(model), mode)
+    q = _quantize(copy.deepcopy(model), mode, monkeypatch)
     _assert_only_low_precision_products(q)
-    assert q.lm_head.qweight is q.embed.tokens.table if mode == "int8" else q.lm_head.weight is q.embed.tokens.table
+    table = q.lm_head.weight if mode == "bf16" else q.lm_head.qweight
+    assert table is q.embed.tokens.table
     idx = torch.randint(0, 256, (3, 24))
     with torch.inference_mode():
         ref, got = model(idx), q(idx)
-    assert float(_cosines(got, ref).min()) >= MIN_COSINE[mode]
+    assert float(_cosines(got, ref).min()) >= MIN_COSINE[mode.split("-")[0]]
     agree = float((got.argmax(-1) == ref.argmax(-1)).float().mean())
     assert agree >= 0.9, f"{mode} next-token agreement with fp32 {agree:.1%}"
     # Cached one-token steps (the GemvLinear path of fp32, bypassed here) give what the full forward gives.
@@ -194,24 +226,25 @@ def test_tiny_gpt_quantized_is_close_and_decodes_as_it_scores(mode: str) -> None
     assert torch.equal(out, full)
 
 
-@pytest.mark.parametrize("mode", ["int8", "bf16"])
-def test_tiny_transformer_and_bert_quantized_are_close(mode: str) -> None:
+@pytest.mark.parametrize("mode", MODES)
+def test_tiny_transformer_and_bert_quantized_are_close(mode: str, monkeypatch: pytest.MonkeyPatch) -> None:
     tr = Transformer(TransformerConfig.tiny(src_vocab_size=60, tgt_vocab_size=60)).eval()
     src, tgt = torch.randint(3, 60, (4, 11)), torch.randint(3, 60, (4, 9))
     src[1, 7:] = 0  # padding
-    qt = quantize(copy.deepcopy(tr), mode)
+    qt = _quantize(copy.deepcopy(tr), mode, monkeypatch)
     _assert_only_low_precision_products(qt)
     assert qt.src_embed is qt.tgt_embed  # shared embeddings stay one module
     bert = BERT(BERTConfig.tiny()).eval()
     ids = torch.randint(5, 100, (3, 13))
     mask = torch.ones_like(ids)
     mask[2, 9:] = 0
-    qb = quantize(copy.deepcopy(bert), mode)
+    qb = _quantize(copy.deepcopy(bert), mode, monkeypatch)
     with torch.inference_mode():
         tl, ql = tr(src, tgt), qt(src, tgt)
         bh, qh = bert(ids, mask).hidden, qb(ids, mask).hidden
-    assert float(_cosines(ql, tl).min()) >= MIN_COSINE[mode]
-    assert float(_cosines(qh[mask.bool()], bh[mask.bool()]).min()) >= MIN_COSINE[mode]
+    floor = MIN_COSINE[mode.split("-")[0]]
+    assert float(_cosines(ql, tl).min()) >= floor
+    assert float(_cosines(qh[mask.bool()], bh[mask.bool()]).min()) >= floor
     assert float((ql.argmax(-1) == tl.argmax(-1)).float().mean()) >= 0.9
 
 
@@ -223,6 +256,8 @@ def test_fp32_is_the_model_itself() -> None:
     assert any(isinstance(m, GemvLinear) for m in model.modules())
     with pytest.raises(ValueError, match="dtype"):
         quantize(model, "int4")
+    with pytest.raises(ValueError, match="CPU only"):
+        quantize(GPT(GPTConfig.tiny()).to("meta"), "int8")
 
 
 def test_int8_weights_are_about_a_quarter_of_fp32() -> None:
@@ -239,6 +274,9 @@ def _fake(monkeypatch: pytest.MonkeyPatch, **caps: bool) -> None:
 def test_auto_picks_the_fastest_mode_the_faked_hardware_has(monkeypatch: pytest.MonkeyPatch) -> None:
     _fake(monkeypatch, bf16=True, int8=True)
     assert pick_dtype("auto").dtype == "int8"
+    assert pick_dtype("auto", work="encode").dtype == "bf16"  # int8 embeddings miss the cosine floor
+    _fake(monkeypatch, bf16=False, int8=True)
+    assert pick_dtype("auto").dtype == "int8" and pick_dtype("auto", work="encode").dtype == "fp32"
     _fake(monkeypatch, bf16=True, int8=False)
     choice = pick_dtype("auto")
     assert choice.dtype == "bf16" and "bf16" in choice.reason
@@ -247,16 +285,19 @@ def test_auto_picks_the_fastest_mode_the_faked_hardware_has(monkeypatch: pytest.
     assert pick_dtype("bf16").dtype == "bf16"  # an explicit mode is kept
     with pytest.raises(ValueError, match="dtype"):
         pick_dtype("fp16")
+    with pytest.raises(ValueError, match="work"):
+        pick_dtype("auto", work="train")
     with pytest.raises(ValueError, match="CPU"):
         pick_dtype("int8", caps=Capabilities("cuda", bf16=True, int8=False))
 
 
 def test_auto_on_this_machine_picks_a_mode_it_has() -> None:
     caps = quant.capabilities("cpu")
-    choice = pick_dtype("auto")
-    assert choice.dtype in quant.DTYPES
-    assert choice.dtype != "int8" or caps.int8
-    assert choice.dtype != "bf16" or caps.bf16
+    for work in quant.WORKS:
+        choice = pick_dtype("auto", work=work)
+        assert choice.dtype in quant.DTYPES and choice.reason.startswith("auto")
+        assert choice.dtype != "int8" or caps.int8
+        assert choice.dtype != "bf16" or caps.bf16
 
 
 @pytest.mark.parametrize("mode", ["int8", "bf16"])

@@ -37,6 +37,7 @@ deprecated and not used.
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -88,27 +89,36 @@ class DtypeChoice(NamedTuple):
     reason: str  # one sentence, for the user
 
 
-def pick_dtype(requested: str = "auto", device: str | torch.device = "cpu", caps: Capabilities | None = None
-               ) -> DtypeChoice:
+WORKS = ("decode", "encode")
+
+
+def pick_dtype(requested: str = "auto", device: str | torch.device = "cpu", caps: Capabilities | None = None,
+               work: str = "decode") -> DtypeChoice:
     """The inference mode for ``requested`` ("auto" or one of :data:`DTYPES`) on ``device``.
 
-    "auto" picks the fastest mode the hardware has (measured in docs/speed.md): int8 where the CPU has
-    int8 dot-product instructions (decoding reads a quarter of fp32's bytes per weight, and the products
-    run 2-4x faster), else bf16 where it has native bf16 units (a GPU included), else fp32. An explicit
+    "auto" picks the fastest mode the hardware has that stays inside the accuracy bounds of issue 16
+    (measured in docs/speed.md). ``work`` "decode" (generation, translation: one token per row and step,
+    memory-bound): int8 where the CPU has int8 dot-product instructions, else bf16 where it has native bf16
+    units (a GPU included), else fp32. ``work`` "encode" (embeddings, classification: whole sentences per
+    product, compute-bound): bf16 where native, else fp32; never int8, whose per-row activation rounding
+    put MiniLM's sentence embeddings below the 0.995 cosine floor at no gain in speed over bf16. An explicit
     mode is returned as it is, unless the hardware cannot run it (int8 off the CPU)."""
     caps = capabilities(device) if caps is None else caps
     if requested not in ("auto", *DTYPES):
         raise ValueError(f"dtype must be 'auto' or one of {DTYPES}, got {requested!r}")
+    if work not in WORKS:
+        raise ValueError(f"work must be one of {WORKS}, got {work!r}")
     features = ", ".join(caps.names) or "none"
     if requested == "int8" and caps.device != "cpu":
         raise ValueError(f"int8 inference runs on the CPU only, not on {caps.device}")
     if requested != "auto":
         return DtypeChoice(requested, f"{requested} as requested ({caps.device} features: {features})")
-    if caps.int8:
+    if caps.int8 and work == "decode":
         return DtypeChoice("int8", f"auto: int8, the CPU has int8 dot-product instructions ({features})")
     if caps.bf16:
         return DtypeChoice("bf16", f"auto: bf16, the {caps.device} has native bf16 units ({features})")
-    return DtypeChoice("fp32", f"auto: fp32, no native int8 or bf16 units ({caps.device} features: {features})")
+    return DtypeChoice("fp32", f"auto: fp32, no native {'int8 or ' if work == 'decode' else ''}bf16 units "
+                               f"({caps.device} features: {features})")
 
 
 # ------------------------------------------------------------------------------- int8 arithmetic
@@ -140,10 +150,23 @@ def _half_offset(device: torch.device) -> Tensor:
     return _HALF_OFFSETS[device]
 
 
+# Products of at most 16 rows and 4M multiply-adds (M * in * out) take the weight-only kernel: measured on
+# this project's CPU (docs/speed.md), quantizing the activations and waking oneDNN's threads cost more there
+# than the int8 arithmetic saves (a decoding step of one sentence: M = 1 to 5); the weight-only kernel is a
+# matrix-vector loop, slower than a GEMM from a few dozen rows on. Others take the int8 x int8 kernel.
+WEIGHT_ONLY_MAX_ROWS = 16
+WEIGHT_ONLY_MAX_MACS = 4 * 2**20
+KERNELS = ("auto", "onednn", "int_mm", "weight_only")
+
+
 class Int8Linear(nn.Module):
-    """``y = x W^T + b`` (x [..., in] -> [..., out]) with W in int8 per output channel and x quantized per
-    row at each call. Buffers: ``qweight`` int8 [out, in], ``scale`` fp32 [out], ``bias`` fp32 [out] or
-    None. The kernel's packed weight is derived on first use (not saved)."""
+    """``y = x W^T + b`` (x [..., in] -> [..., out]) with W in int8 per output channel. Buffers: ``qweight``
+    int8 [out, in], ``scale`` fp32 [out], ``bias`` fp32 [out] or None.
+
+    ``kernel`` "auto" picks per call: "weight_only" for small products where the CPU has native bf16
+    (``torch._weight_int8pack_mm``: x in bf16 times the int8 rows, scaled after; no activation
+    quantization), else "onednn" (x quantized per row, u8 x s8 in oneDNN) or, without oneDNN, "int_mm"
+    (``torch._int_mm``). The kernel's packed copy of the weight is derived on first use (not saved)."""
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, device=None) -> None:  # noqa: ANN001
         super().__init__()
@@ -151,8 +174,8 @@ class Int8Linear(nn.Module):
         self.register_buffer("qweight", torch.zeros(out_features, in_features, dtype=torch.int8, device=device))
         self.register_buffer("scale", torch.ones(out_features, device=device))
         self.register_buffer("bias", torch.zeros(out_features, device=device) if bias else None)
-        self.use_onednn = _onednn_int8()
-        self._packed: tuple[tuple, Tensor] | None = None  # (key of qweight, kernel's weight)
+        self.kernel = "auto"
+        self._packed: tuple[tuple, Tensor] | None = None  # (key of qweight and kernel, kernel's weight)
 
     @classmethod
     def from_parts(cls, qweight: Tensor, scale: Tensor, bias: Tensor | None) -> Int8Linear:
@@ -166,15 +189,27 @@ class Int8Linear(nn.Module):
         """The weight it multiplies by, scale[:, None] * q, fp32 [out, in] (for tests and checks)."""
         return self.qweight.float() * self.scale[:, None]
 
-    def _kernel_weight(self) -> Tensor:
+    def _choose(self, rows: int) -> str:
+        if self.kernel != "auto":
+            return self.kernel
+        if (rows <= WEIGHT_ONLY_MAX_ROWS and rows * self.in_features * self.out_features <= WEIGHT_ONLY_MAX_MACS
+                and _weight_only_ok(self.in_features) and _native_bf16()):
+            return "weight_only"
+        return "onednn" if _onednn_int8() else "int_mm"
+
+    def _kernel_weight(self, kernel: str) -> Tensor:
+        """What ``kernel`` multiplies by: oneDNN's packed weight, the (in, out) copy for _int_mm, or the
+        compensation-free unit scales of the weight-only kernel (its rows are ``qweight`` itself)."""
         w = self.qweight
-        key = (w.data_ptr(), w.device, None if w.is_inference() else w._version, self.use_onednn)
+        key = (w.data_ptr(), w.device, None if w.is_inference() else w._version, kernel)
         if self._packed is None or self._packed[0] != key:
             with torch.no_grad():
-                if self.use_onednn:
+                if kernel == "onednn":
                     packed = torch.ops.onednn.qlinear_prepack(w, None)
-                else:  # (in, out) int8 for _int_mm
+                elif kernel == "int_mm":
                     packed = w.t().contiguous()
+                else:
+                    packed = torch.ones(self.out_features, dtype=torch.bfloat16, device=w.device)
             self._packed = (key, packed)
         return self._packed[1]
 
@@ -183,9 +218,14 @@ class Int8Linear(nn.Module):
         rows = x.reshape(-1, self.in_features)  # (M, in)
         if rows.shape[0] == 0:
             return x.new_empty(*shape[:-1], self.out_features)
+        kernel = self._choose(rows.shape[0])
+        w = self._kernel_weight(kernel)
+        if kernel == "weight_only":  # (M, out) = s_w[n] * sum_k bf16(x) q, bf16 product, fp32 scale and bias
+            y = torch._weight_int8pack_mm(rows.to(torch.bfloat16), self.qweight, w)
+            y = y * self.scale if self.bias is None else torch.addcmul(self.bias, y, self.scale)
+            return y.to(x.dtype).view(*shape[:-1], self.out_features)
         xq, amax = quantize_activations(rows)  # (M, in) uint8, (M, 1)
-        w = self._kernel_weight()
-        if self.use_onednn:  # (M, out) = s_w[n] * sum_k (xq - 128) q, fp32
+        if kernel == "onednn":  # (M, out) = s_w[n] * sum_k (xq - 128) q, fp32
             y = torch.ops.onednn.qlinear_pointwise(xq, 1.0, _U8_OFFSET, w, self.scale, _zero_points(self.scale),
                                                    None, 1.0, 0, torch.float32, "none", [], "")
         else:
@@ -201,7 +241,20 @@ class Int8Linear(nn.Module):
         return {**super().__getstate__(), "_packed": None}  # the kernel's copy is derived again (not pickled)
 
     def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
+        return (f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "
+                f"kernel={self.kernel}")
+
+
+def _weight_only_ok(in_features: int) -> bool:
+    # torch._weight_int8pack_mm reads the input width in blocks of 16 on the CPU: measured (torch 2.13),
+    # other widths give wrong results or abort, so they never reach it.
+    return in_features % 16 == 0
+
+
+@functools.cache
+def _native_bf16() -> bool:
+    return bool(getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)()
+                or getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)())
 
 
 _ZERO_POINTS: dict[tuple, Tensor] = {}
@@ -336,6 +389,9 @@ def quantize(model: nn.Module, dtype: str, *, embeddings: bool = True) -> nn.Mod
         raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
     if dtype == "fp32":
         return model
+    devices = {t.device.type for t in [*model.parameters(), *model.buffers()]}
+    if dtype == "int8" and devices - {"cpu"}:
+        raise ValueError(f"int8 inference runs on the CPU only; the model is on {sorted(devices)}")
     model.eval()
     shared: dict[int, tuple[Tensor, Tensor | None]] = {}  # id(fp32 weight) -> its low-precision form
 

@@ -77,7 +77,7 @@ class TrainConfig(JsonConfig, family="training", presets=()):
             (self.ckpt_every >= 0, f"ckpt_every must be >= 0, got {self.ckpt_every}"),
             (self.keep_last >= 1, f"keep must be >= 1, got {self.keep_last}"),
             (self.log_every >= 1, f"log_every must be >= 1, got {self.log_every}"),
-            (-(2**63) <= self.seed < 2**63, f"seed must fit in 64 bits, got {self.seed}"),
+            (0 <= self.seed < 2**63, f"seed must be in [0, 2**63), got {self.seed}"),  # numpy's streams need >= 0
             (self.time_limit_s is None or self.time_limit_s > 0, f"time_limit must be > 0, got {self.time_limit_s}"),
         ]
         for ok, message in checks:

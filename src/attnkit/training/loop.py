@@ -36,6 +36,10 @@ from attnkit.training.optim import autocast, build_optimizer, check_precision, g
 from attnkit.training.schedules import build_scheduler
 
 
+# One optimizer update may read the training data at most this many times (gradient accumulation).
+MAX_EPOCHS_PER_UPDATE = 10
+
+
 class TrainingDivergedError(AttnkitError):
     """The loss became NaN or infinite; raised before the bad update is applied or saved."""
 
@@ -244,6 +248,7 @@ class _Trainer:
     # --------------------------------------------------------------------------------------- the loop
     def run(self) -> TrainResult:
         self._prepare_run_dir()
+        self._check_grad_accum()
         self.net = self._wrap()
         stream = BatchStream(self.task.batches, self.position)
         self.started = started = time.monotonic()
@@ -277,6 +282,16 @@ class _Trainer:
             self._evaluate(started)
         self.result.step = self.step
         return self.result
+
+    def _check_grad_accum(self) -> None:
+        """InputError when one update would read the training data more than MAX_EPOCHS_PER_UPDATE times: not
+        a bigger batch but a step that never ends (the time limit and signals act between steps)."""
+        per_epoch = len(self.task.batches(self.position.epoch))
+        wanted = self.cfg.grad_accum * self.info.world
+        if per_epoch and wanted > MAX_EPOCHS_PER_UPDATE * per_epoch:  # (no batches: the stream says so)
+            raise InputError(f"grad_accum {self.cfg.grad_accum} would make one update read the training data "
+                             f"{wanted / max(per_epoch, 1):.0f} times (an epoch has {per_epoch} micro-batches); "
+                             f"use at most {MAX_EPOCHS_PER_UPDATE * per_epoch // self.info.world}")
 
     def _over_time(self) -> bool:
         return self.cfg.time_limit_s is not None and time.monotonic() - self.started > self.cfg.time_limit_s
