@@ -35,7 +35,6 @@ from attnkit.training.metrics import MetricsLog, progress_bar
 from attnkit.training.optim import autocast, build_optimizer, check_precision, grad_scaler
 from attnkit.training.schedules import build_scheduler
 
-
 # One optimizer update may read the training data at most this many times (gradient accumulation).
 MAX_EPOCHS_PER_UPDATE = 10
 
