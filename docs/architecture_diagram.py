@@ -6,11 +6,11 @@ imports that actually exist between them (read from the code by grimp, import-li
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 
 import grimp
 import matplotlib
+import tomllib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
