@@ -619,7 +619,7 @@ def profile_side(side: str, fn: Callable[[], object], top: int = 12) -> dict[str
     wall = time.perf_counter() - t0
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         fn()
-    events = [e for e in prof.key_averages() if e.key.startswith("aten::") or e.key.startswith("onednn::")]
+    events = [e for e in prof.key_averages() if e.key.startswith(("aten::", "onednn::", "mkldnn::"))]
     total = sum(e.self_cpu_time_total for e in events)
     calls = sum(e.count for e in events if e.self_cpu_time_total > 0)
     ranked = sorted(events, key=lambda e: -e.self_cpu_time_total)[:top]

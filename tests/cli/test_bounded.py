@@ -20,9 +20,11 @@ bench/cli_bad_inputs.py.
 
 from __future__ import annotations
 
+import io
 import os
 import select
 import signal
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -34,6 +36,7 @@ from _zygote import Zygote  # tests/cli/_zygote.py
 from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
 
+from attnkit.cli.stream import progress_bar
 from attnkit.data.dates import dates_corpus
 from attnkit.tasks.runs import open_run
 
@@ -150,9 +153,12 @@ test_attention_demo_options = _fuzz("attention-demo", N // 2)
      "--d-model 1000000 would need about"),
     (["mlm", "train", "--text", "{text}", "--out", "{tmp}/y", "--preset", "tiny", "--vocab-size", str(10**12),
       *TRAIN], b"", ""),
+    (["lm", "sample", "{lm_bpe}", "--temperature=1e-300", "--max-new-tokens", "3"], b"", ""),
+    (["lm", "sample", "{lm_bpe}", "--top-p=1e-300", "--max-new-tokens", "3"], b"", ""),
 ])
 def test_the_issue_cases(runs, zygote, tmp_path, argv: list[str], stdin: bytes, needle: str) -> None:
-    """The cases of issue 15 (an OOM kill, silent hangs) and an abort in the Rust tokenizer trainer."""
+    """The cases of issue 15 (an OOM kill, silent hangs), an abort in the Rust tokenizer trainer, and
+    values below float32's range (NaN probabilities: a temperature or top-p that rounds to 0)."""
     paths = names(runs, tmp_path)
     status, out, err, timed_out = zygote.run([a.format(**paths) for a in argv], stdin)
     check_outcome(argv[0], status, out, err, timed_out, "prefix:", tmp_path)
@@ -261,3 +267,15 @@ def test_signal_mid_translation_keeps_whole_lines(runs, zygote, tmp_path, source
     assert err == f"attnkit: interrupted after {written} of {len(sources)} lines\n"
     assert 0 < written < len(sources) and out.endswith("\n") and out.count("\n") == written
     assert out.split("\n")[:-1] == open_run(runs["translate"]).translate(sources[:written], beam_size=3)
+
+
+def test_the_progress_bar_shows_only_on_a_terminal_without_quiet(monkeypatch) -> None:  # noqa: ANN001
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    monkeypatch.setattr(sys, "stderr", Terminal())
+    assert not progress_bar(10, "line", quiet=False).disable
+    assert progress_bar(10, "line", quiet=True).disable
+    monkeypatch.setattr(sys, "stderr", io.StringIO())  # a pipe or a file
+    assert progress_bar(10, "line", quiet=False).disable

@@ -133,7 +133,9 @@ def test_bf16_linear_is_within_bf16_rounding() -> None:
 
 
 @pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="no oneDNN in this PyTorch build")
-def test_onednn_fp32_linear_equals_f_linear_up_to_rounding() -> None:
+@pytest.mark.parametrize("path", ["onednn", "mkl"])
+def test_onednn_fp32_linear_equals_f_linear_up_to_rounding(path: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(quant, "MKL_MAX_MACS", -1 if path == "onednn" else 10**9)
     lin = _linear()
     q = OneDNNLinear(lin.weight, lin.bias)
     for shape in ((1, 48), (3, 5, 48), (0, 48)):

@@ -55,7 +55,7 @@ RUN_OPTIONS = {"beam_size": "--beam", "max_tokens": "--batch-tokens"}
 DECODE_FLAGS = {"beam_size": "--beam", "n_best": "--n-best", "temperature": "--temperature", "top_k": "--top-k",
                 "top_p": "--top-p", "no_repeat_ngram": "--no-repeat-ngram", "max_len_a": "--max-len-a",
                 "max_len_b": "--max-len-b", "length_penalty": "--length-penalty"}
-TRAIN_OPTIONS = {"vocab_size": "--vocab-size", "max_tokens": "--max-tokens", "d_model": "--d-model",
+TRAIN_OPTIONS = {"vocab_size": "--vocab-size", "max_tokens": "--max-tokens", "d_model": "--d-model", "d_ff": "--d-ff",
                  "n_layers": "--layers", "max_len": "--max-len", "grad_accum": "--grad-accum"}
 TRAIN_DEFAULTS = TrainConfig(max_steps=100000, lr=1e-3, warmup=1000, schedule="inverse_sqrt", clip_norm=1.0,
                              eval_every=500, ckpt_every=500, keep_last=5, log_every=50)

@@ -78,6 +78,7 @@ def filter_logits(logits: Tensor, top_k: int | None = None, top_p: float | None 
         probs = torch.softmax(sorted_logits, dim=-1)
         # Drop a token when the mass before it already reaches top_p (the most likely is always kept).
         drop_sorted = probs.cumsum(-1) - probs >= top_p
+        drop_sorted[..., 0] = False  # (a top_p below float32's range is 0 there: 0 >= 0 would drop it)
         drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
         logits = logits.masked_fill(drop, float("-inf"))
     return logits

@@ -132,22 +132,15 @@ def quantize_rows(w: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def quantize_activations(x: Tensor) -> tuple[Tensor, Tensor]:
-    """Dynamic per-row int8 of x [M, K] -> (p + 128 as uint8 [M, K], row max |x| [M, 1]); x ~ (max / 127) p.
+    """Dynamic per-row int8 of x [M, K] -> (p + 128 as uint8 [M, K], row max |x| [M, 1]); x ~ (max / 127) p,
+    p = round(127 x / max) in [-127, 127].
 
-    floor(127 x / max + 128.5) is round-half-up of 127 x / max, in [1, 255]: two passes over x (the max,
-    then one fused multiply-add and the cast), the fewest eager operations found."""
-    amax = torch.linalg.vector_norm(x, float("inf"), dim=-1, keepdim=True, dtype=torch.float32)  # (M, 1)
-    amax = amax.clamp_(min=1e-30)  # a zero row: 127 / 1e-30 stays finite and 0 * it is 0
-    return torch.addcmul(_half_offset(x.device), x, 127.0 / amax).to(torch.uint8), amax
-
-
-_HALF_OFFSETS: dict[torch.device, Tensor] = {}
-
-
-def _half_offset(device: torch.device) -> Tensor:
-    if device not in _HALF_OFFSETS:
-        _HALF_OFFSETS[device] = torch.tensor(_U8_OFFSET + 0.5, device=device)
-    return _HALF_OFFSETS[device]
+    Written with the operations measured fastest here (docs/speed.md): abs().amax() rather than an
+    inf-norm (10-40x slower on this CPU), rounding then a cast to int8, whose bytes plus 128 (mod 256) are
+    p + 128 as uint8 (a direct float-to-uint8 cast is 3-6x slower than to int8)."""
+    amax = x.abs().amax(dim=-1, keepdim=True).float().clamp_(min=1e-30)  # (M, 1); a zero row stays 0
+    p = (x * (127.0 / amax)).round_().to(torch.int8)
+    return p.view(torch.uint8).add_(_U8_OFFSET), amax
 
 
 # Products of at most 16 rows and 4M multiply-adds (M * in * out) take the weight-only kernel: measured on
@@ -198,8 +191,9 @@ class Int8Linear(nn.Module):
         return "onednn" if _onednn_int8() else "int_mm"
 
     def _kernel_weight(self, kernel: str) -> Tensor:
-        """What ``kernel`` multiplies by: oneDNN's packed weight, the (in, out) copy for _int_mm, or the
-        compensation-free unit scales of the weight-only kernel (its rows are ``qweight`` itself)."""
+        """What ``kernel`` multiplies by besides the activations: oneDNN's packed weight, the (in, out) copy
+        for _int_mm, or unit bf16 scales for the weight-only kernel (it reads ``qweight`` itself; the fp32
+        scales are applied after, so they are not rounded to bf16)."""
         w = self.qweight
         key = (w.data_ptr(), w.device, None if w.is_inference() else w._version, kernel)
         if self._packed is None or self._packed[0] != key:
@@ -221,9 +215,8 @@ class Int8Linear(nn.Module):
         kernel = self._choose(rows.shape[0])
         w = self._kernel_weight(kernel)
         if kernel == "weight_only":  # (M, out) = s_w[n] * sum_k bf16(x) q, bf16 product, fp32 scale and bias
-            y = torch._weight_int8pack_mm(rows.to(torch.bfloat16), self.qweight, w)
-            y = y * self.scale if self.bias is None else torch.addcmul(self.bias, y, self.scale)
-            return y.to(x.dtype).view(*shape[:-1], self.out_features)
+            y = torch._weight_int8pack_mm(rows.to(torch.bfloat16), self.qweight, w) * self.scale  # fp32
+            return self._finish(y, x, shape)
         xq, amax = quantize_activations(rows)  # (M, in) uint8, (M, 1)
         if kernel == "onednn":  # (M, out) = s_w[n] * sum_k (xq - 128) q, fp32
             y = torch.ops.onednn.qlinear_pointwise(xq, 1.0, _U8_OFFSET, w, self.scale, _zero_points(self.scale),
@@ -231,10 +224,12 @@ class Int8Linear(nn.Module):
         else:
             comp = self.qweight.sum(1, dtype=torch.int32) * _U8_OFFSET  # (out,) sum of the 128 offsets
             y = (torch._int_mm(xq, w) - comp) * self.scale
-        if self.bias is None:
-            y = y * (amax * (1 / 127))
-        else:
-            y = torch.addcmul(self.bias, y, amax, value=1 / 127)  # b + s_x s_w sum p q
+        return self._finish(y.mul_(amax * (1 / 127)), x, shape)  # s_x s_w sum p q
+
+    def _finish(self, y: Tensor, x: Tensor, shape: torch.Size) -> Tensor:
+        # In-place multiply and add: torch.addcmul with broadcast operands measured 5-50x slower here.
+        if self.bias is not None:
+            y = y.add_(self.bias)
         return y.to(x.dtype).view(*shape[:-1], self.out_features)
 
     def __getstate__(self) -> dict:
@@ -271,7 +266,17 @@ def _onednn_int8() -> bool:
     return torch.backends.mkldnn.is_available() and hasattr(torch.ops.onednn, "qlinear_pointwise")
 
 
-class BF16Linear(nn.Module):
+class _Linear(nn.Module):
+    """What the low-precision linears share: in_features, out_features, a ``bias`` buffer, their repr."""
+
+    in_features: int
+    out_features: int
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
+
+
+class BF16Linear(_Linear):
     """``y = x W^T + b`` with W and b stored in bf16; x is cast to bf16 for the product and y back to x's
     dtype (oneDNN accumulates in fp32). Buffers: ``weight`` bf16 [out, in], ``bias`` bf16 [out] or None."""
 
@@ -287,11 +292,14 @@ class BF16Linear(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return F.linear(x.to(torch.bfloat16), self.weight, self.bias).to(x.dtype)
 
-    def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
 
 
-class OneDNNLinear(nn.Module):
+# OneDNNLinear leaves products of at most this many multiply-adds to F.linear (MKL): one row times a weight
+# of up to a million numbers costs oneDNN more call overhead than it saves (measured, docs/speed.md).
+MKL_MAX_MACS = 2**20
+
+
+class OneDNNLinear(_Linear):
     """fp32 ``y = x W^T + b`` through oneDNN's single-precision product (``torch.ops.mkldnn._linear_pointwise``,
     the op Inductor's CPU linear lowers to), on the weight as it is stored (no packed copy: measured as fast
     as oneDNN's reordered layout on this CPU). oneDNN is the GEMM backend CTranslate2 selects on non-Intel x86
@@ -309,10 +317,10 @@ class OneDNNLinear(nn.Module):
         return self.weight
 
     def forward(self, x: Tensor) -> Tensor:
+        if x.numel() * self.out_features <= MKL_MAX_MACS:  # a small product (one decoding row): MKL is faster
+            return F.linear(x, self.weight, self.bias)
         return torch.ops.mkldnn._linear_pointwise(x, self.weight, self.bias, "none", [], "")
 
-    def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
 
 
 QuantizedLinear = Int8Linear | BF16Linear | OneDNNLinear

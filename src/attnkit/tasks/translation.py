@@ -182,7 +182,8 @@ def check_training_memory(meta: dict, pairs: int, max_tokens: int, grad_accum: i
     shape = limits.shape_of(config)
     evaluation = limits.forward_bytes(shape, max(4000 // length, 1), length, 4000)
     options = [limits.Option("max_tokens", max_tokens, 4096), limits.Option("d_model", shape.d_model, 512),
-               limits.Option("n_layers", shape.encoder_layers + shape.decoder_layers, 12),
+               limits.Option("d_ff", shape.d_ff, 2048),
+               limits.Option("n_layers", mc.get("n_encoder_layers", mc.get("n_layers", 1)), 6),
                limits.Option("max_len", shape.max_len, 256), limits.Option("vocab_size", shape.vocab, 8000)]
     limits.check_training(config, rows, length, options, grad_accum=grad_accum, eval_bytes=evaluation,
                           device=device)
