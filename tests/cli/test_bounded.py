@@ -21,6 +21,7 @@ bench/cli_bad_inputs.py.
 from __future__ import annotations
 
 import io
+import json
 import os
 import select
 import signal
@@ -279,3 +280,19 @@ def test_the_progress_bar_shows_only_on_a_terminal_without_quiet(monkeypatch) ->
     assert progress_bar(10, "line", quiet=True).disable
     monkeypatch.setattr(sys, "stderr", io.StringIO())  # a pipe or a file
     assert progress_bar(10, "line", quiet=False).disable
+
+
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_signal_mid_embedding_keeps_whole_rows(runs, zygote, tmp_path, sources, sig: int, code: int) -> None:
+    texts = sources * 10  # 20,000 lines: long enough to be stopped in the middle
+    job = Streamed(zygote, tmp_path, ["embed", "--model", str(runs["mlm"]), "--format", "jsonl",
+                                      "--batch-size", "8"], _lines(texts))
+    job.read_until(lambda got: b"\n" in got)
+    os.kill(job.pid, sig)
+    status, written_bytes, err = job.finish()
+    assert status == code and err.count("\n") == 1, (status, err)
+    written = int(err.split()[3])
+    assert err == f"attnkit: interrupted after {written} of {len(texts)} lines\n"
+    rows = written_bytes.decode().split("\n")
+    assert rows[-1] == "" and 0 < written == len(rows) - 1 < len(texts)
+    assert all(json.loads(row) for row in rows[:-1])  # every row written is whole JSON
