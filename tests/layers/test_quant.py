@@ -119,6 +119,27 @@ def test_int8_linear_picks_its_kernel_by_size() -> None:
     assert odd._choose(1) == large
 
 
+def test_int8_linear_keeps_one_packed_weight_per_kernel_and_sees_new_weights() -> None:
+    """A prompt (many rows) then one-row steps then a prompt again: each kernel's packed weight is made once
+    (re-packing at every switch was most of int8 generation's overhead), and results equal each kernel
+    alone; loading new weights (load_state_dict writes the buffers in place) is seen by every kernel."""
+    lin = _linear(d_in=64, d_out=40)
+    q = Int8Linear.from_parts(*quantize_rows(lin.weight), lin.bias)
+    big, one = torch.randn(40, 64), torch.randn(1, 64)
+    with torch.no_grad():
+        first = q(big), q(one)
+        packed = {k: id(v[1]) for k, v in q._packed.items()}
+        again = q(big), q(one)
+        assert {k: id(v[1]) for k, v in q._packed.items()} == packed
+        assert len(packed) == (2 if quant._native_bf16() else 1)
+        for x, got in zip((big, one), again, strict=True):
+            alone = Int8Linear.from_parts(q.qweight.clone(), q.scale.clone(), q.bias)
+            assert torch.equal(got, alone(x)) and torch.equal(got, first[0 if x is big else 1])
+        other = Int8Linear.from_parts(*quantize_rows(torch.randn(40, 64)), torch.randn(40))
+        q.load_state_dict(other.state_dict())
+        assert torch.equal(q(big), other(big)) and torch.equal(q(one), other(one))
+
+
 def test_bf16_linear_is_within_bf16_rounding() -> None:
     lin = _linear()
     q = BF16Linear(lin.weight.detach().bfloat16(), lin.bias)

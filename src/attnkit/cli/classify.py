@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from attnkit.cli.common import note, stdin_lines
+from attnkit.cli.common import add_dtype_arg, dtype_note, note, stdin_lines
 from attnkit.cli.train_summary import train_and_summarise
 from attnkit.errors import InputError
 from attnkit.tasks import limits
@@ -44,11 +44,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.set_defaults(func=_train)
     r = s.add_parser("run", help="classify stdin lines with a fine-tuned run")
     r.add_argument("run", help="classifier run directory")
+    add_dtype_arg(r)
     r.set_defaults(func=_run)
     e = s.add_parser("eval", help="accuracy of a fine-tuned run on labelled data")
     e.add_argument("run", help="classifier run directory")
     e.add_argument("--data", required=True, help="TSV file of label<TAB>sentence rows")
     e.add_argument("--split", choices=("test", "all"), default="test", help="held-out split or every row")
+    add_dtype_arg(e)
     e.set_defaults(func=_eval)
 
 
@@ -93,15 +95,17 @@ def _train(args: argparse.Namespace) -> int:
     )
 
 
-def _load_classifier(run: str):  # noqa: ANN202
+def _load_classifier(args: argparse.Namespace):  # noqa: ANN202
     from attnkit.tasks.bert import CLASSIFY_FAMILY
     from attnkit.tasks.runs import open_run
 
-    return open_run(run, family=CLASSIFY_FAMILY)
+    run = open_run(args.run, family=CLASSIFY_FAMILY, dtype=args.dtype)
+    dtype_note(run, args.dtype)
+    return run
 
 
 def _run(args: argparse.Namespace) -> int:
-    classifier = _load_classifier(args.run).inference
+    classifier = _load_classifier(args).inference
     lines = stdin_lines()
     if not lines:
         raise InputError("no input lines on stdin (one sentence per line expected)")
@@ -117,6 +121,6 @@ def _run(args: argparse.Namespace) -> int:
 def _eval(args: argparse.Namespace) -> int:
     from attnkit.tasks.bert import evaluate_classifier
 
-    ev = evaluate_classifier(_load_classifier(args.run), args.data, args.split)
+    ev = evaluate_classifier(_load_classifier(args), args.data, args.split)
     print(f"accuracy {ev.accuracy:.4f} on {ev.sentences} sentences ({args.split} split), loss {ev.loss:.4f}")
     return 0

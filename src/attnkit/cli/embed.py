@@ -2,6 +2,7 @@
 
     attnkit embed --model DIR|RUN [--format npy|jsonl] < lines > vectors
     attnkit similar --model DIR|RUN --corpus FILE --query TEXT -k 5
+    (both: --dtype auto|fp32|bf16|int8, the inference precision; docs/speed.md)
 
 DIR is a Hugging Face BERT directory (e.g. all-MiniLM-L6-v2), RUN an attnkit BERT run. Vectors are
 mean-pooled, L2-normalised last hidden states (Sentence-BERT), computed in length-sorted batches.
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from attnkit.cli.common import note, stdin_lines
+from attnkit.cli.common import add_dtype_arg, dtype_note, note, stdin_lines
 from attnkit.cli.stream import Interruptible, LineWriter, progress_bar
 from attnkit.cli.textarg import utf8_text
 from attnkit.data.lines import read_lines
@@ -38,6 +39,7 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="Hugging Face BERT directory or attnkit BERT run")
     p.add_argument("--batch-size", type=int, default=32, help="sentences per batch (default %(default)s)")
     p.add_argument("--max-length", type=int, default=None, help="tokens kept per sentence (default: model's)")
+    add_dtype_arg(p)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -63,7 +65,9 @@ def _load(args: argparse.Namespace):  # noqa: ANN202
         raise InputError(f"--max-length must be >= 2, got {args.max_length}")
     if not Path(args.model).exists():
         raise CheckpointError(f"{args.model}: no such model directory or run")
-    return open_bert(args.model).inference
+    run = open_bert(args.model, args.dtype)
+    dtype_note(run, args.dtype)
+    return run.inference
 
 
 def _limit(args: argparse.Namespace, embedder) -> int:  # noqa: ANN001

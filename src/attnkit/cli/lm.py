@@ -7,6 +7,7 @@
                                                     --seed S --num-samples N]
     attnkit lm sample DIR --chat --prompt TEXT | --message ROLE:TEXT ... | --messages FILE   (chat template)
     attnkit lm eval RUN | --hf DIR --text FILE [--split all|train|val]     loss (nats/token) and perplexity
+    (sample and eval: --dtype auto|fp32|bf16|int8, the inference precision; docs/speed.md)
 
 The task, the generator and the run format are :mod:`attnkit.tasks.lm` (an empty prompt starts from the
 end-of-text token or a newline; generation goes on in windows past the context).
@@ -25,6 +26,7 @@ from pathlib import Path
 import torch
 
 from attnkit.cli.chat import add_chat_args, read_messages
+from attnkit.cli.common import add_dtype_arg, dtype_note
 from attnkit.cli.stream import Interruptible, SampleWriter, Stopped
 from attnkit.cli.textarg import utf8_text
 from attnkit.errors import InputError
@@ -105,6 +107,7 @@ def _model_source(p: argparse.ArgumentParser) -> None:
     p.add_argument("run_dir", nargs="?", help="run directory of `attnkit lm train`")
     p.add_argument("--hf", help="a Hugging Face GPT-2, Llama, Qwen2 or Mistral directory instead of a run")
     p.add_argument("--device", default="cpu")
+    add_dtype_arg(p)
 
 
 # ---------------------------------------------------------------------------------------------- train
@@ -148,22 +151,23 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 # ------------------------------------------------------------------------------------ sample and eval
 def load_lm(args: argparse.Namespace) -> Run:
-    """The run of ``run_dir`` or ``--hf`` (its model on ``--device``, eval mode)."""
+    """The run of ``run_dir`` or ``--hf`` (its model on ``--device`` in ``--dtype``, eval mode)."""
     if (args.run_dir is None) == (args.hf is None):
         raise InputError("give either a run directory or --hf DIR")
-    run = open_lm(Path(args.hf or args.run_dir), hf=args.hf is not None)
-    run.model.to(args.device)
+    run = open_lm(Path(args.hf or args.run_dir), hf=args.hf is not None, dtype=args.dtype, device=args.device)
+    dtype_note(run, args.dtype)
     return run
 
 
-def open_lm(path: Path, hf: bool) -> Run:
+def open_lm(path: Path, hf: bool, dtype: str = "fp32", device: str = "cpu") -> Run:
     """A GPT run, or (``hf``, or a directory with a config.json and no run.json) a Hugging Face GPT-2 /
     Llama / Qwen2 / Mistral directory (any other model_type is opened as GPT-2, whose loader names it)."""
     if hf or (not (path / RUN_FILE).is_file() and (path / HF_CONFIG_FILE).is_file()):
         config = path / HF_CONFIG_FILE
         model_type = read_meta_file(config).get("model_type") if config.is_file() else None
-        return open_run(path, model_type=model_type if model_type in HF_LM_TYPES else "gpt2")
-    return open_run(path, family=FAMILY)
+        return open_run(path, model_type=model_type if model_type in HF_LM_TYPES else "gpt2", dtype=dtype,
+                        device=device)
+    return open_run(path, family=FAMILY, dtype=dtype, device=device)
 
 
 def cmd_sample(args: argparse.Namespace) -> int:

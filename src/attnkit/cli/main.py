@@ -26,6 +26,7 @@ COMMAND_MODULES = [
     "attnkit.cli.embed",
     "attnkit.cli.viz",
     "attnkit.cli.serve",
+    "attnkit.cli.quantize",
 ]
 
 

@@ -8,6 +8,7 @@ import os
 import sys
 from pathlib import Path
 
+from attnkit.cli.common import add_dtype_arg, dtype_note
 from attnkit.errors import InputError
 
 API_KEY_ENV = "ATTNKIT_API_KEY"
@@ -43,6 +44,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-beam", type=int, default=8, help="beam size limit (8)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     p.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
+    add_dtype_arg(p)
     p.set_defaults(func=run)
 
 
@@ -88,7 +90,9 @@ def run(args: argparse.Namespace) -> int:
 
         torch.set_num_threads(args.threads)
     api_key = args.api_key or os.environ.get(API_KEY_ENV) or None
-    runs = {name: open_run(path) for name, path in model_dirs(args.models).items()}
+    runs = {name: open_run(path, dtype=args.dtype) for name, path in model_dirs(args.models).items()}
+    for name, r in runs.items():
+        dtype_note(r, args.dtype, name if len(runs) > 1 else "")
     app = create_app(runs, limits, batch, api_key=api_key, cors_origins=tuple(args.cors_origin))
     try:
         sock = bind(args.host, args.port)

@@ -4,6 +4,7 @@
                                                                                      a checkpoint)
     attnkit translate run RUN [--beam 5] < in.txt > out.txt    one output line per input line
     attnkit translate eval RUN --data DIR --split test_2016_flickr [--beam 1 5]
+    (run and eval: --dtype auto|fp32|bf16|int8, the inference precision; docs/speed.md)
 
 Input lines longer than the model's maximum length are truncated, with a warning on stderr. Input that is
 not UTF-8, a missing or corrupt run directory, or a run of another model family: one-line error, exit 2.
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from attnkit.cli.common import add_dtype_arg, dtype_note
 from attnkit.cli.stream import Interruptible, LineWriter, progress_bar
 from attnkit.data.lines import decode_lines
 from attnkit.data.parallel import read_parallel, resolve_data
@@ -33,7 +35,7 @@ from attnkit.models.rnn import SCORES as RNN_SCORES
 from attnkit.models.rnn import RNNSeq2SeqConfig
 from attnkit.models.transformer import PRESETS, TransformerConfig
 from attnkit.tasks import limits
-from attnkit.tasks.pretrained_translation import export_marian, open_translator
+from attnkit.tasks.pretrained_translation import export_marian, open_translation
 from attnkit.tasks.translation import (
     ARCHS,
     Translator,
@@ -127,6 +129,7 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--src-lang", help="source language code of a multilingual model (M2M-100: de, NLLB: deu_Latn)")
     p.add_argument("--tgt-lang", help="target language code (M2M-100 / NLLB: the forced first token; a "
                    "multi-target Marian model: its >>xx<< token)")
+    add_dtype_arg(p)
 
 
 def _decode_args(p: argparse.ArgumentParser) -> None:
@@ -340,7 +343,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def _translator(args: argparse.Namespace) -> Translator:
     if (args.run_dir is None) == (args.hf is None):
         raise InputError("give either a run directory or --hf NAME")
-    return open_translator(args.run_dir) if args.hf is None else open_translator(download(args.hf))
+    run = open_translation(args.run_dir if args.hf is None else download(args.hf), args.dtype)
+    dtype_note(run, args.dtype)
+    return run.inference
 
 
 def cmd_export(args: argparse.Namespace) -> int:

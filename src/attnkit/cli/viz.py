@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 
+from attnkit.cli.common import add_dtype_arg, dtype_note
 from attnkit.cli.textarg import utf8_text
 from attnkit.errors import InputError
 
@@ -26,6 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--head", type=int, help="also draw this head (of every layer, or of --layer)")
     p.add_argument("--html", action="store_true", help="also write viewer.html")
     p.add_argument("--max-tokens", type=int, default=256, help="longest input accepted (default %(default)s)")
+    add_dtype_arg(p)
     p.set_defaults(func=_run)
 
 
@@ -38,7 +40,8 @@ def _run(args: argparse.Namespace) -> int:
 
     if args.max_tokens < 1:
         raise InputError(f"--max-tokens must be >= 1, got {args.max_tokens}")
-    view = open_model(args.model)
+    view = open_model(args.model, args.dtype)
+    dtype_note(view.run, args.dtype)
     maps = attention_maps(view, args.text, args.target, args.max_tokens)
     for amap in maps.maps:
         n_layers, n_heads = amap.weights.shape[:2]

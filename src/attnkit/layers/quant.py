@@ -168,7 +168,10 @@ class Int8Linear(nn.Module):
         self.register_buffer("scale", torch.ones(out_features, device=device))
         self.register_buffer("bias", torch.zeros(out_features, device=device) if bias else None)
         self.kernel = "auto"
-        self._packed: tuple[tuple, Tensor] | None = None  # (key of qweight and kernel, kernel's weight)
+        # kernel -> (key of qweight, that kernel's weight): one entry per kernel, since one decoding call
+        # uses several (a prompt or an encoder pass takes oneDNN, the one-row steps the weight-only kernel);
+        # a single entry was re-packed at every switch (31% of GPT-2 int8 generation, docs/speed.md).
+        self._packed: dict[str, tuple[tuple, Tensor]] = {}
 
     @classmethod
     def from_parts(cls, qweight: Tensor, scale: Tensor, bias: Tensor | None) -> Int8Linear:
@@ -195,8 +198,9 @@ class Int8Linear(nn.Module):
         for _int_mm, or unit bf16 scales for the weight-only kernel (it reads ``qweight`` itself; the fp32
         scales are applied after, so they are not rounded to bf16)."""
         w = self.qweight
-        key = (w.data_ptr(), w.device, None if w.is_inference() else w._version, kernel)
-        if self._packed is None or self._packed[0] != key:
+        key = (w.data_ptr(), w.device, None if w.is_inference() else w._version)
+        held = self._packed.get(kernel)
+        if held is None or held[0] != key:
             with torch.no_grad():
                 if kernel == "onednn":
                     packed = torch.ops.onednn.qlinear_prepack(w, None)
@@ -204,8 +208,8 @@ class Int8Linear(nn.Module):
                     packed = w.t().contiguous()
                 else:
                     packed = torch.ones(self.out_features, dtype=torch.bfloat16, device=w.device)
-            self._packed = (key, packed)
-        return self._packed[1]
+            self._packed[kernel] = held = (key, packed)
+        return held[1]
 
     def forward(self, x: Tensor) -> Tensor:
         shape = x.shape
@@ -233,7 +237,7 @@ class Int8Linear(nn.Module):
         return y.to(x.dtype).view(*shape[:-1], self.out_features)
 
     def __getstate__(self) -> dict:
-        return {**super().__getstate__(), "_packed": None}  # the kernel's copy is derived again (not pickled)
+        return {**super().__getstate__(), "_packed": {}}  # the kernels' copies are derived again (not pickled)
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "
@@ -453,23 +457,29 @@ def weight_bytes(model: nn.Module) -> int:
     return sum(seen.values())
 
 
-def save_quantized(model: nn.Module, path: str | Path) -> None:
+def save_quantized(model: nn.Module, path: str | Path, extra: dict | None = None) -> None:
     """Write a quantized model's tensors to a safetensors file (shared tables stored once), with its mode
-    in the metadata, so that a model is quantized once and loaded with :func:`load_quantized`."""
-    meta = {METADATA_KEY: json.dumps({"dtype": quantized_mode(model)})}
+    (and the JSON-able ``extra``, e.g. what it was made from) in the metadata, so that a model is quantized
+    once and loaded with :func:`load_quantized`."""
+    meta = {METADATA_KEY: json.dumps({**(extra or {}), "dtype": quantized_mode(model)})}
     save_model(model, str(path), metadata=meta)
+
+
+def quantized_metadata(path: str | Path) -> dict:
+    """What :func:`save_quantized` recorded in ``path``: {"dtype": mode, **extra}; ValueError for a file
+    without it."""
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata() or {}
+    if METADATA_KEY not in meta:
+        raise ValueError(f"{path}: not an attnkit quantized model (no {METADATA_KEY!r} metadata)")
+    return json.loads(meta[METADATA_KEY])
 
 
 def load_quantized(model: nn.Module, path: str | Path) -> nn.Module:
     """Load a file written by :func:`save_quantized` into ``model``, an fp32 model of the same shape (its
     weights are irrelevant, e.g. freshly built): it is quantized to the file's mode, then every tensor is
     read from the file (strict: a missing or unexpected tensor is an error). Returns the model."""
-    with safe_open(str(path), framework="pt") as f:
-        meta = f.metadata() or {}
-    if METADATA_KEY not in meta:
-        raise ValueError(f"{path}: not an attnkit quantized model (no {METADATA_KEY!r} metadata)")
-    dtype = json.loads(meta[METADATA_KEY])["dtype"]
-    quantize(model, dtype)
+    quantize(model, quantized_metadata(path)["dtype"])
     missing, unexpected = load_model(model, str(path), strict=True)
     if missing or unexpected:  # load_model raises on these with strict=True; kept for clarity
         raise ValueError(f"{path}: missing {missing}, unexpected {unexpected}")

@@ -35,6 +35,7 @@ from attnkit.models.hf.bert import load_bert
 from attnkit.models.hf.common import read_config
 from attnkit.tasks import limits
 from attnkit.tasks.embed import Embedder
+from attnkit.tasks.precision import set_precision
 from attnkit.tasks.runs import Run, open_run, register_hf_model_type, register_run_family
 from attnkit.tokenizers.wordpiece import SPECIALS, Encoded, WordPiece
 from attnkit.training import latest_checkpoint, load_model_weights, move_to, read_meta
@@ -373,12 +374,13 @@ def open_bert_dir(path: Path) -> Run:
     return Run(HF_FAMILY, path, model, tok, Embedder(model, tok), read_config(path), source="huggingface")
 
 
-def open_bert(path: str | Path) -> Run:
-    """Any BERT: a Hugging Face BERT directory or a BERT run; CheckpointError naming what it is otherwise."""
+def open_bert(path: str | Path, dtype: str = "fp32") -> Run:
+    """Any BERT: a Hugging Face BERT directory or a BERT run (in ``dtype``: see
+    :func:`attnkit.tasks.runs.open_run`); CheckpointError naming what it is otherwise."""
     run = open_run(path)
     if run.family not in (HF_FAMILY, MLM_FAMILY, CLASSIFY_FAMILY):
         if run.source == "huggingface":
             raise CheckpointError(f"{path}/config.json: model_type {run.meta.get('model_type')!r} is not a BERT "
                                   "model")
         raise CheckpointError(f"{path}: a {run.family!r} run, not a BERT run ({MLM_FAMILY} or {CLASSIFY_FAMILY})")
-    return run
+    return set_precision(run, dtype)

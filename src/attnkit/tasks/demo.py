@@ -89,24 +89,44 @@ class DatesDemo:
         return Translator(self.model.eval(), t.src_tok, t.tgt_tok, self.model.config.max_len, t.meta)
 
 
+@dataclass(frozen=True)
+class DemoSize:
+    """The demo model's width and depth, its batch size (tokens), peak learning rate and warm-up steps."""
+
+    d_model: int
+    d_ff: int
+    layers: int
+    max_tokens: int
+    lr: float
+    warmup: int
+
+
+# "demo": `attnkit demo` (99.9% exact match in 1,500 steps); "test": what the tests train in seconds (one
+# layer each side: measured 95% exact match on 1,000 held-out dates after 250 steps from 3,000 pairs).
+DEMO_SIZES = {"demo": DemoSize(128, 256, 2, 2048, 2e-3, 150), "test": DemoSize(64, 128, 1, 384, 4e-3, 50)}
+
+
 def dates_demo(train_size: int, test_size: int, steps: int, time_limit: float, seed: int,
-               quiet: bool = False) -> DatesDemo:
+               quiet: bool = False, size: str = "demo") -> DatesDemo:
     """Corpus (held-out dates never seen in training), tokenizers (BPE source, character target), a small
-    Transformer and its training recipe (a few minutes at most on 2 CPU cores)."""
+    Transformer of ``size`` (:data:`DEMO_SIZES`) and its training recipe (a few minutes at most on 2 CPU
+    cores)."""
+    z = DEMO_SIZES[size]
     test = dates_corpus(test_size, seed=seed + 1)
     train_set = dates_corpus(train_size, seed=seed, exclude=set(test.tgt))
     src_tok = SubwordTokenizer.train(train_set.src, vocab_size=400)
     tgt_tok = _target_tokenizer(train_set.tgt)
-    cfg = TransformerConfig(src_vocab_size=src_tok.vocab_size, tgt_vocab_size=tgt_tok.vocab_size, d_model=128,
-                            n_heads=4, d_ff=256, n_encoder_layers=2, n_decoder_layers=2, dropout=0.0,
-                            max_len=64, share_embeddings=False)
+    cfg = TransformerConfig(src_vocab_size=src_tok.vocab_size, tgt_vocab_size=tgt_tok.vocab_size, d_model=z.d_model,
+                            n_heads=4, d_ff=z.d_ff, n_encoder_layers=z.layers, n_decoder_layers=z.layers,
+                            dropout=0.0, max_len=64, share_embeddings=False)
     model = Transformer(cfg)
     meta = {"arch": "transformer", "src": "words", "tgt": "iso", "joint": False, "model_config": cfg.to_dict(),
             "max_len": cfg.max_len, "demo": True}
-    task = TranslationTask(src_tok.encode_batch(train_set.src), tgt_tok.encode_batch(train_set.tgt), 2048,
+    task = TranslationTask(src_tok.encode_batch(train_set.src), tgt_tok.encode_batch(train_set.tgt), z.max_tokens,
                            seed, 0.0, meta, src_tok, tgt_tok)
-    tcfg = TrainConfig(max_steps=steps, lr=2e-3, warmup=150, schedule="cosine", min_lr=1e-4, clip_norm=1.0,
-                       ckpt_every=0, keep_last=1, log_every=50, seed=seed, time_limit_s=time_limit, quiet=quiet)
+    tcfg = TrainConfig(max_steps=steps, lr=z.lr, warmup=z.warmup, schedule="cosine", min_lr=1e-4,
+                       clip_norm=1.0, ckpt_every=0, keep_last=1, log_every=50, seed=seed, time_limit_s=time_limit,
+                       quiet=quiet)
     return DatesDemo(train_set, test, task, model, tcfg)
 
 

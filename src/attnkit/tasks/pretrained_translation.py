@@ -28,6 +28,7 @@ from attnkit.models.hf.common import read_config
 from attnkit.models.hf.m2m100 import load_m2m100
 from attnkit.models.hf.marian import generation_config, load_marian, save_marian
 from attnkit.models.transformer import Transformer
+from attnkit.tasks.precision import set_precision
 from attnkit.tasks.runs import HF_CONFIG_FILE, Run, open_run, register_hf_model_type
 from attnkit.tasks.translation import FAMILY, Specials, Translator, load_run
 from attnkit.tokenizers.spm import CONFIG_FILE, M2M100Tokenizer, MarianTokenizer, NllbTokenizer, tokenizer_config
@@ -114,14 +115,19 @@ def export_marian(run_dir: str | Path, out: str | Path) -> Path:
     return out
 
 
-def open_translator(path: str | Path) -> Translator:
+def open_translator(path: str | Path, dtype: str = "fp32") -> Translator:
     """The Translator of an attnkit translation run or of a Hugging Face Marian / M2M-100 / NLLB directory;
     CheckpointError naming what the directory is otherwise."""
+    return open_translation(path, dtype).inference
+
+
+def open_translation(path: str | Path, dtype: str = "fp32") -> Run:
+    """The Run of :func:`open_translator` (in ``dtype``: see :func:`attnkit.tasks.runs.open_run`)."""
     path = Path(path)
     if (path / RUN_FILE).is_file() or not (path / HF_CONFIG_FILE).is_file():
-        return open_run(path, family=FAMILY).inference
+        return open_run(path, family=FAMILY, dtype=dtype)
     run = open_run(path)
     if not run.can("translate"):
         raise CheckpointError(f"{path}: a Hugging Face {run.meta.get('model_type')!r} model, not a translation "
                               "model (attnkit translates with marian and m2m_100 directories)")
-    return run.inference
+    return set_precision(run, dtype)

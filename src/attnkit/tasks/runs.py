@@ -22,6 +22,12 @@ one-line :class:`~attnkit.errors.CheckpointError` naming the file at fault.
     run.chat([{"role": "user", "content": "Hi"}])        # Llama / Qwen2 / Mistral directories (chat template)
     run.embed(["A dog runs."]).vectors                   # BERT runs and BERT directories
     run.classify(["a fine film"])                        # BERT classifier runs
+
+Precision (issue 16): ``open_run(path, dtype="int8")`` (or "bf16", or "auto": the fastest mode the device
+has within the accuracy bounds of docs/speed.md) quantizes the model right after its weights are loaded,
+or loads the ``model.<dtype>.safetensors`` that ``attnkit quantize`` saved in the directory
+(:mod:`attnkit.tasks.precision`); ``run.precision`` says which mode it runs in and why. The default "fp32"
+leaves the model exactly as loaded.
 """
 
 from __future__ import annotations
@@ -35,6 +41,9 @@ from typing import Any
 from torch import nn
 
 from attnkit.errors import CheckpointError, InputError
+from attnkit.layers.quant import DtypeChoice
+from attnkit.tasks.precision import DEFAULT as FP32
+from attnkit.tasks.precision import set_precision
 from attnkit.training.checkpoint import RUN_FILE, read_meta_file
 
 HF_CONFIG_FILE = "config.json"
@@ -66,6 +75,8 @@ class Run:
     meta: dict = field(default_factory=dict)
     source: str = "attnkit"
     target_tokenizer: Any = None  # translation: the target side's tokenizer (the same object when joint)
+    precision: DtypeChoice = FP32  # the inference mode (fp32, bf16, int8) and why it was chosen
+    quantized_from: Path | None = None  # the saved quantized weights it loaded (attnkit quantize), if any
 
     def can(self, capability: str) -> bool:
         """Whether this run can ``capability`` (one of translate, generate, embed, classify)."""
@@ -137,14 +148,22 @@ def hf_model_types() -> list[str]:
     return sorted(_registries()[1])
 
 
-def open_run(path: str | Path, family: str | None = None, *, model_type: str | None = None) -> Run:
+def open_run(path: str | Path, family: str | None = None, *, model_type: str | None = None, dtype: str = "fp32",
+             device: str = "cpu") -> Run:
     """The :class:`Run` of an attnkit run directory (run.json) or a Hugging Face directory (config.json).
 
     ``family`` / ``model_type``: open the directory as that run family / Hugging Face model type, whatever
     it says about itself, so that the family's own checks name what is wrong (a command that needs a GPT
     run reports "checkpoint of a 'bert-mlm' model, but a 'gpt' model was expected"). CheckpointError for
-    a missing, unknown or corrupt directory."""
-    path = Path(path)
+    a missing, unknown or corrupt directory.
+
+    ``dtype``: "fp32" (default), "bf16", "int8" or "auto"; ``device``: where the model runs ("cpu",
+    "cuda"). The model is moved, then quantized (or its saved quantized weights loaded); InputError for a
+    mode the device cannot run (int8 off the CPU). See :mod:`attnkit.tasks.precision`."""
+    return set_precision(_open(Path(path), family, model_type), dtype, device)
+
+
+def _open(path: Path, family: str | None, model_type: str | None) -> Run:
     runs, hf = _registries()
     if family is not None:
         return _lookup(runs, family, "run family")(path)

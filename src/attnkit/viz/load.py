@@ -27,21 +27,22 @@ class Viewable:
     model: nn.Module
     tokenizer: Any
     extra: Any = None  # translation: the Translator (target tokenizer, decoding)
+    run: Any = None  # the Run it came from (its precision)
 
 
 # The viewer's kind of each run family (see attnkit.tasks.runs): what attention it has, how text is read.
 VIEWS = {"translation": "translation", "gpt": "gpt", "bert": "bert", "bert-mlm": "bert", "bert-classify": "bert"}
 
 
-def open_model(path: str | Path) -> Viewable:
+def open_model(path: str | Path, dtype: str = "fp32") -> Viewable:
     """An attnkit run directory (run.json) or a Hugging Face directory (config.json), through
-    :func:`attnkit.tasks.runs.open_run`."""
-    run = open_run(path)
+    :func:`attnkit.tasks.runs.open_run` (in ``dtype``)."""
+    run = open_run(path, dtype=dtype)
     view = VIEWS.get(run.family)
     if view is None:
         raise CheckpointError(f"{path}: 'attnkit viz' cannot show a {run.family!r} run (translation, GPT and BERT "
                               "runs, and Hugging Face GPT-2 / BERT directories, are supported)")
-    return Viewable(view, run.model.eval(), run.tokenizer, run.inference if view == "translation" else None)
+    return Viewable(view, run.model.eval(), run.tokenizer, run.inference if view == "translation" else None, run)
 
 
 def _labels(tokenizer: Any, ids: list[int]) -> list[str]:
