@@ -7,6 +7,7 @@ viewer's attention weights to the 4 decimals the API sends)."""
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -152,6 +153,24 @@ def test_attention_is_the_viewers(server: ServerProcess, local: dict[str, Run], 
         assert g["queries"] == m.queries and g["keys"] == m.keys
         np.testing.assert_allclose(torch.tensor(g["weights"]), m.weights, atol=6e-5)
     assert got["html"].startswith("<!DOCTYPE html>") and '"kinds"' in got["html"]
+
+
+def test_attention_is_the_models_own(server: ServerProcess, local: dict[str, Run], tmp_path: Path) -> None:
+    """The weights /v1/attention sends (what the page's viewer draws) are the model's attention: Hugging
+    Face's GPT-2 with the run's weights (exported by attnkit's converter), eager attention, output_attentions."""
+    transformers = pytest.importorskip("transformers")
+    from attnkit.models.hf.gpt2 import save_gpt2
+
+    run = local["lm"]
+    save_gpt2(run.model, tmp_path / "hf")
+    hf = transformers.GPT2LMHeadModel.from_pretrained(tmp_path / "hf", attn_implementation="eager").eval()
+    text = "the big dog runs"
+    got = server.post("/v1/attention", {"model": "lm", "text": text}).json()["maps"]
+    with torch.no_grad():
+        ids = torch.tensor([run.tokenizer.encode(text)])
+        want = hf(ids, output_attentions=True).attentions  # per layer (1, H, T, T)
+    assert [m["kind"] for m in got] == ["decoder"] and len(got[0]["weights"]) == len(want)
+    np.testing.assert_allclose(torch.tensor(got[0]["weights"]), torch.cat(want).numpy(), atol=6e-5)
 
 
 def test_metrics_in_the_prometheus_format(server: ServerProcess) -> None:

@@ -55,3 +55,38 @@ def test_full_queue_and_timeouts_answer_503_and_free_the_model(local: dict[str, 
     assert after.json()["translations"][0]["text"] == local["translate"].translate(
         body["texts"])[0]
     assert 'attnkit_cancelled_requests_total{model="translate"} 3.0' in metrics
+
+
+def test_a_burst_of_requests_forms_one_batch(local: dict[str, Run], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Requests that keep arriving less than --batch-wait-ms apart wait for one another (the window slides
+    with arrivals, up to 4 x the wait), so a burst longer than the wait is one batch, not a small one and the
+    rest; the answers are those of each request alone."""
+    sizes: list[int] = []
+    real = Served.run_batch
+
+    def recorded(self, kind, payloads, limits):  # noqa: ANN001, ANN202
+        sizes.append(len(payloads))
+        return real(self, kind, payloads, limits)
+
+    monkeypatch.setattr(Served, "run_batch", recorded)
+    app = create_app({"translate": local["translate"]}, Limits(), BatchConfig(wait_ms=400))
+    texts = ["5th march 1910", "october 4, 1900", "1st april 2038", "Sunday, March 21, 1948"] * 2
+
+    async def scenario() -> list[httpx.Response]:
+        for worker in app.state.workers.values():
+            worker.start()
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test", timeout=30) as client:
+            sent = []
+            for text in texts:  # 8 requests 0.1 s apart: 0.7 s in all, longer than the 0.4 s wait
+                sent.append(asyncio.ensure_future(client.post("/v1/translate", json={"texts": [text]})))
+                await asyncio.sleep(0.1)
+            answers = await asyncio.gather(*sent)
+        for worker in app.state.workers.values():
+            worker.stop()
+        return answers
+
+    answers = asyncio.run(scenario())
+    assert sizes == [len(texts)]
+    for text, answer in zip(texts, answers, strict=True):
+        assert answer.json()["translations"][0]["text"] == local["translate"].translate([text])[0]

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 from _cdp import Chromium
 from _serve import ServerProcess
@@ -65,6 +66,55 @@ def _check_viewer(browser: Chromium, weights: list[list[float]]) -> None:
         assert r == g and b == 255 and abs(r - 255 * (1 - w)) <= 1  # the white-to-blue scale
 
 
+FRAME = "document.getElementById('viewer').contentDocument"
+LINE_PX, MIN_LINE_PX = 8.0, 0.1  # attnkit.viz.html's: a weight of 1 is 8 px wide; under 0.1 px not drawn
+
+
+def _check_head_view(browser: Chromium, layer: list[list[list[float]]], across: bool) -> None:
+    """The head view draws every head's lines of this layer: each line's weight (and width = weight x 8 px)
+    is the weight /v1/attention returned; every weight above the drawing threshold has its line."""
+    lines = browser.eval(f"[...{FRAME}.querySelectorAll('#headview line')].map(l => [+l.dataset.h, +l.dataset.q, "
+                         "+l.dataset.k, +l.dataset.w, +l.getAttribute('stroke-width'), +l.getAttribute('x1') - "
+                         "l.getAttribute('x2'), +l.getAttribute('y1') - l.getAttribute('y2'), "
+                         "l.getAttribute('stroke')])")
+    drawn = {(h, q, k) for h, q, k, *_ in lines}
+    for h, q, k, w, width, dx, dy, _ in lines:
+        assert abs(w - layer[h][q][k]) <= 6e-4 and abs(width - LINE_PX * w) <= 1e-3
+        # An alignment has the target tokens below the source; a head view the queries left of the keys.
+        assert dy > 0 if across else dx < 0
+    wanted = {(h, q, k) for h, head in enumerate(layer) for q, row in enumerate(head) for k, w in enumerate(row)
+              if w * LINE_PX >= MIN_LINE_PX + 0.01}
+    assert wanted <= drawn and len(drawn) == len(lines)
+    colours = {h: c for h, _, _, _, _, _, _, c in lines}
+    assert len(set(colours.values())) == len(colours)  # one colour per head
+    if len(layer) > 1:  # a head toggled off leaves the drawing
+        browser.eval(f"(() => {{ const c = {FRAME}.getElementById('hv-h0'); c.click(); }})()")
+        heads = browser.eval(f"[...new Set([...{FRAME}.querySelectorAll('#headview line')].map(l => +l.dataset.h))]")
+        assert 0 not in heads and len(heads) >= 1
+        browser.eval(f"{FRAME}.getElementById('hv-h0').click()")
+
+
+def _check_model_view(browser: Chromium, weights: list) -> None:
+    """One thumbnail per layer x head whose pixels are the weights' colours; clicking one opens it in the
+    matrix."""
+    shown = browser.eval(f"[...{FRAME}.querySelectorAll('#modelview .thumb')].map(t => {{ const c = "
+                         "t.querySelector('canvas'); const d = c.getContext('2d').getImageData(0, 0, c.width, "
+                         "c.height).data; return [+t.dataset.layer, +t.dataset.head, c.width, c.height, "
+                         "Array.from(d.filter((_, i) => i % 4 === 0))]; })")
+    assert [(layer, head) for layer, head, *_ in shown] == [(i, j) for i in range(len(weights))
+                                                            for j in range(len(weights[0]))]
+    for layer, head, width, height, reds in shown:
+        w = np.asarray(weights[layer][head])
+        assert (height, width) == w.shape
+        np.testing.assert_allclose(np.asarray(reds).reshape(w.shape), 255 * (1 - w), atol=1.0)
+    last = len(weights) - 1, len(weights[0]) - 1
+    browser.eval(f"{FRAME}.querySelector('#modelview .thumb[data-layer=\"{last[0]}\"][data-head=\"{last[1]}\"]')"
+                 ".click()")
+    assert browser.eval(f"{FRAME}.getElementById('layer').value") == str(last[0])
+    assert browser.eval(f"{FRAME}.getElementById('head').value") == str(last[1])
+    _check_viewer(browser, weights[last[0]][last[1]])
+
+
 def test_typing_a_prompt_streams_the_continuation_and_shows_its_attention(browser: Chromium,
                                                                           server: ServerProcess) -> None:
     options = {"max_new": "10", "temperature": "0.9", "seed": "5"}
@@ -74,17 +124,30 @@ def test_typing_a_prompt_streams_the_continuation_and_shows_its_attention(browse
     assert shown == want
     assert int(browser.eval("document.getElementById('output').dataset.tokens")) > 1  # it came in pieces
     attention = server.post("/v1/attention", {"model": "lm", "text": "the dog" + want}).json()
-    _check_viewer(browser, attention["maps"][0]["weights"][0][0])  # the viewer opens on layer 0, head 0
+    weights = attention["maps"][0]["weights"]
+    _check_viewer(browser, weights[0][0])  # the viewer opens on layer 0, head 0
+    _check_head_view(browser, weights[0], across=False)
+    _check_model_view(browser, weights)
     assert browser.eval("document.getElementById('errors').textContent") == ""
     assert browser.problems() == []
 
 
 def test_typing_a_sentence_shows_its_translation_and_alignment(browser: Chromium, server: ServerProcess) -> None:
-    shown = _use(browser, server, "translate", "5th march 1910", {"beam": "2"})
-    want = server.post("/v1/translate", {"model": "translate", "texts": ["5th march 1910"], "beam_size": 2}).json()
+    shown = _use(browser, server, "translate", "5th march 1910", {"beam": "2", "nbest": "2"})
+    want = server.post("/v1/translate", {"model": "translate", "texts": ["5th march 1910"], "beam_size": 2,
+                                         "n_best": 2}).json()
     assert shown == want["translations"][0]["text"] and re.fullmatch(r"[0-9-]+", shown)
+    listed = browser.eval("[...document.querySelectorAll('#hypotheses li')].map(li => [li.firstChild.textContent, "
+                          "li.querySelector('.score').textContent])")
+    assert listed == [[h["text"], f"{h['score']:.4f}"] for h in want["translations"][0]["hypotheses"]]
     attention = server.post("/v1/attention", {"model": "translate", "text": "5th march 1910", "target": shown}).json()
     _check_viewer(browser, attention["maps"][0]["weights"][0][0])  # the encoder's, the viewer's first part
+    cross = next(m for m in attention["maps"] if m["kind"] == "cross")
+    browser.eval(f"(() => {{ const s = {FRAME}.getElementById('kind'); s.value = 'cross';"
+                 " s.dispatchEvent(new Event('change')); })()")
+    _check_viewer(browser, cross["weights"][0][0])
+    _check_head_view(browser, cross["weights"][0], across=True)  # drawn as source / target alignment
+    _check_model_view(browser, cross["weights"])
     assert browser.problems() == []
 
 

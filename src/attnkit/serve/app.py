@@ -13,6 +13,7 @@ import asyncio
 import hmac
 import json
 import logging
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -49,6 +50,7 @@ from attnkit.serve.schemas import (
     TranslateResponse,
 )
 from attnkit.serve.served import Incapable, Served, Work
+from attnkit.tasks.lm import ChatGenerator
 from attnkit.tasks.runs import Run
 
 log = logging.getLogger("attnkit.serve")
@@ -84,6 +86,7 @@ class ServerState:
         self.served = {name: Served(name, run, batch) for name, run in runs.items()}
         self.workers = {name: ModelWorker(s, limits, batch, self.metrics) for name, s in self.served.items()}
         self.stopping = False
+        self.received = self.answered = 0  # HTTP requests read, and answered (any status), by the Guard
 
     def pick(self, name: str | None, capability: str) -> Served:
         """The model ``name``, or the one loaded model that can ``capability``."""
@@ -173,6 +176,9 @@ def create_app(runs: dict[str, Run], limits: Limits | None = None, batch: BatchC
         yield
         state.stopping = True
         await asyncio.get_running_loop().run_in_executor(None, _stop_workers, state)
+        # After the last connection closed: every request read has been answered unless these differ.
+        print(f"attnkit serve: {state.received} requests received, {state.answered} answered", file=sys.stderr,
+              flush=True)
 
     app = FastAPI(title="attnkit serve", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Translation, generation, embeddings, classification and attention weights of the "
@@ -269,7 +275,8 @@ def _routes(app: FastAPI, state: ServerState) -> None:
     @app.get("/v1/models", response_model=ModelsResponse, responses=ERRORS)
     async def models() -> dict:
         return {"models": [ModelInfo(name=s.name, family=s.run.family, source=s.run.source,
-                                     capabilities=s.capabilities, max_tokens=s.max_tokens).model_dump()
+                                     capabilities=s.capabilities, max_tokens=s.max_tokens,
+                                     chat_template=isinstance(s.run.inference, ChatGenerator)).model_dump()
                            for s in state.served.values()]}
 
     async def run(request: Request, capability: str, name: str | None, prepare: Callable[[Served], Work]) -> Any:
@@ -298,9 +305,10 @@ def _routes(app: FastAPI, state: ServerState) -> None:
                         "content": {"application/json": {}, "text/event-stream": {}}}})
     async def generate(body: GenerateRequest, request: Request) -> Any:
         served, job = state.submit(body.model, "generate", lambda s: s.prepare_generate(body, limits))
+        prompt = job.work.payload.prompt
         if not body.stream:
-            return generated_json(served.name, body.prompt, await state.answer(request, job))
-        return StreamingResponse(_events(state, request, job, served.name, body.prompt),
+            return generated_json(served.name, prompt, await state.answer(request, job))
+        return StreamingResponse(_events(state, request, job, served.name, prompt),
                                  media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 
 
@@ -354,6 +362,7 @@ class Guard:
         path = scope.get("path", "")
         endpoint = path if path in ENDPOINTS else "other"
         status = {"code": 0}
+        self.state.received += 1
 
         async def counted_send(message: dict) -> None:
             if message["type"] == "http.response.start":
@@ -374,6 +383,7 @@ class Guard:
                          + [(b"content-type", b"application/json")]}
             await self.app(scope, _replay(body, receive), counted_send)
         finally:
+            self.state.answered += status["code"] != 0
             m = self.state.metrics
             m.requests.labels(endpoint, str(status["code"] or 499)).inc()
             m.latency.labels(endpoint).observe(time.monotonic() - start)

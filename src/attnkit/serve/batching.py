@@ -2,8 +2,9 @@
 
 The event loop only tokenizes, checks limits and queues a :class:`Job`; the model's worker thread runs it
 (torch releases the GIL inside its kernels, so the loop keeps answering, ``/health`` included). The worker
-forms a batch from the requests that are waiting: the oldest one waits ``wait_ms`` for company, then every
-queued request of the same kind and settings joins it, up to ``max_texts`` texts and ``max_tokens`` tokens.
+forms a batch from the requests that are waiting: the oldest one waits for company (until ``wait_ms`` pass
+without a new arrival, at most 4 x ``wait_ms``), then every queued request of the same kind and settings
+joins it, up to ``max_texts`` texts and ``max_tokens`` tokens.
 Generation is batched continuously (:mod:`attnkit.serve.continuous`): between two decoding steps the
 worker lets waiting requests join the running batch and runs one batch of other work (an attention
 request, a long generation that needs windows). Results go back through each job's :class:`Reply`.
@@ -33,6 +34,7 @@ from attnkit.serve.metrics import Metrics
 from attnkit.serve.served import Served, Work
 
 log = logging.getLogger("attnkit.serve")
+MAX_WAITS = 4  # the batch window slides with arrivals up to this many times --batch-wait-ms
 
 
 class QueueFull(Exception):
@@ -135,10 +137,15 @@ class ModelWorker:
         return self.engine is not None and self.engine.active > 0
 
     def _wait_for_company(self) -> None:
-        """Let the oldest request wait up to ``wait_ms`` for others to batch with (cond held)."""
-        deadline = self.pending[0].arrived + self.batch.wait_ms / 1000
+        """Let the oldest request wait for others to batch with (cond held): until ``wait_ms`` pass without a
+        new arrival, so that a burst of requests (clients answered together send their next ones together,
+        and the event loop parses them one by one) forms one batch instead of a small one and the rest; at
+        most ``MAX_WAITS`` x ``wait_ms`` after the oldest arrived, or until a batch's worth of texts waits.
+        A request alone waits ``wait_ms``."""
+        wait = self.batch.wait_ms / 1000
+        cap = self.pending[0].arrived + MAX_WAITS * wait
         while len(self.pending) < self.batch.max_texts and not self.stopping:
-            left = deadline - time.monotonic()
+            left = min(cap, self.pending[-1].arrived + wait) - time.monotonic()
             if left <= 0:
                 break
             self.cond.wait(left)

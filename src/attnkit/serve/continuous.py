@@ -45,6 +45,7 @@ class GenerationJob:
     config: GenerationConfig  # max_new_tokens, temperature, top_k, top_p, stop_tokens, seed (always set here)
     on_token: Callable[[str], None] = lambda text: None
     cancelled: Callable[[], bool] = lambda: False
+    prompt: str = ""  # the prompt as text, as the answer shows it (a chat's rendered template)
 
 
 @dataclass

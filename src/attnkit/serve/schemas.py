@@ -12,6 +12,8 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+from attnkit.tokenizers.chat import ROLES
+
 
 def _valid_unicode(text: str) -> str:
     # JSON may carry lone surrogates ("\ud800"), which are not text and which the tokenizers cannot encode.
@@ -38,13 +40,23 @@ class TranslateRequest(Request):
     texts: Texts
     beam_size: Annotated[int, Field(ge=1)] = 1
     length_penalty: Annotated[float, Field(ge=0.0, le=10.0, allow_inf_nan=False)] = 1.0
+    n_best: Annotated[int | None, Field(ge=1, description="also return the n best hypotheses of the beam with "
+                                                          "their scores (n <= beam_size)")] = None
     alignments: bool = Field(False, description="the source token each target token attends to most (the last "
                                                 "layer's encoder-decoder attention, averaged over heads)")
+
+
+class ChatMessage(Request):
+    role: Literal[ROLES]  # type: ignore[valid-type]
+    content: Text
 
 
 class GenerateRequest(Request):
     model: ModelName = None
     prompt: Text = ""
+    messages: Annotated[list[ChatMessage] | None, Field(min_length=1, description="a chat instead of a prompt: "
+                                                        "rendered with the model's chat template, the assistant's "
+                                                        "turn opened")] = None
     max_new_tokens: Annotated[int | None, Field(ge=0, description="default: 64, or the server's limit when "
                                                                   "lower")] = None
     temperature: Annotated[float, Field(ge=0.0, le=100.0, allow_inf_nan=False, description="0 = greedy")] = 0.8
@@ -86,9 +98,16 @@ class Alignment(BaseModel):
     links: list[int] = Field(description="for each target token, the index of the source token it attends to most")
 
 
+class Hypothesis(BaseModel):
+    text: str
+    score: float | None = Field(description="the length-normalised log-probability beam search ranks by (null "
+                                            "for greedy decoding, which ranks nothing)")
+
+
 class Translation(BaseModel):
     text: str
     alignment: Alignment | None = None
+    hypotheses: list[Hypothesis] | None = Field(None, description="with n_best: the n best, best first")
 
 
 class TranslateResponse(BaseModel):
@@ -98,7 +117,7 @@ class TranslateResponse(BaseModel):
 
 class GenerateResponse(BaseModel):
     model: str
-    prompt: str
+    prompt: str = Field(description="the prompt; for a chat, the text its template rendered")
     text: str = Field(description="the continuation (without the prompt)")
     tokens: int
     finish_reason: Literal["stop", "length"]
@@ -143,6 +162,7 @@ class ModelInfo(BaseModel):
     source: str
     capabilities: list[str]
     max_tokens: int | None = Field(description="tokens of one input the model takes")
+    chat_template: bool = Field(False, description="generation models: whether /v1/generate takes messages")
 
 
 class ModelsResponse(BaseModel):

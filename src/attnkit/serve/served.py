@@ -6,6 +6,7 @@ that a request answered in a batch gets what that object gives it alone."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -13,6 +14,7 @@ from typing import Any
 import torch
 
 from attnkit.decoding.generate import GenerationConfig
+from attnkit.decoding.options import DecodeOptions
 from attnkit.errors import InputError
 from attnkit.serve.continuous import ContinuousGenerator, GenerationJob, resolve_seed
 from attnkit.serve.limits import BatchConfig, Limits
@@ -23,6 +25,7 @@ from attnkit.serve.schemas import (
     GenerateRequest,
     TranslateRequest,
 )
+from attnkit.tasks.lm import ChatGenerator
 from attnkit.tasks.runs import CAPABILITIES, Run
 from attnkit.viz.html import viewer_html
 from attnkit.viz.load import VIEWS, Viewable, attention_maps, translation_maps
@@ -89,6 +92,9 @@ class Served:
         _check_texts(req.texts, limits)
         if req.beam_size > limits.max_beam:
             raise InputError(f"beam_size {req.beam_size} is over this server's limit of {limits.max_beam}")
+        if req.n_best is not None and req.n_best > req.beam_size:
+            raise InputError(f"n_best {req.n_best} is over beam_size {req.beam_size}: the beam holds the "
+                             "hypotheses ranked")
         ids = self.run.inference.src_tok.encode_batch(req.texts)
         self._check_lengths([len(s) for s in ids])
         return Work("translate", (ids, req), (req.beam_size, req.length_penalty), len(ids),
@@ -97,19 +103,34 @@ class Served:
     def prepare_generate(self, req: GenerateRequest, limits: Limits) -> Work:
         self.need("generate")
         _check_chars(req.prompt, "prompt", limits)
+        for i, m in enumerate(req.messages or ()):
+            _check_chars(m.content, f"content of message {i}", limits)
         max_new = min(DEFAULT_NEW_TOKENS, limits.max_new_tokens) if req.max_new_tokens is None else req.max_new_tokens
         if max_new > limits.max_new_tokens:
             raise InputError(f"max_new_tokens {max_new} is over this server's limit of {limits.max_new_tokens}")
         gen = self.run.inference
-        ids = gen.prompt_ids(req.prompt)
+        prompt, ids = self._prompt(req)
         self._check_lengths([len(ids)], "the prompt")
         # The Generator's settings (its stop tokens); the schema has checked the options' ranges.
         cfg = GenerationConfig(max_new_tokens=max_new, temperature=req.temperature, top_k=req.top_k, top_p=req.top_p,
                                seed=resolve_seed(req.seed), stop_tokens=gen.tokenizer.stop_ids)
-        job = GenerationJob(ids, cfg)
+        job = GenerationJob(ids, cfg, prompt=prompt)
         # Past the context, generation goes on in windows: alone, outside the continuous batch.
         kind = "generate" if self.engine.batchable(job) else "generate-alone"
         return Work(kind, job, (), 1, len(ids) + max_new)
+
+    def _prompt(self, req: GenerateRequest) -> tuple[str, list[int]]:
+        """(prompt text, ids) of a request: its prompt, or its chat under the checkpoint's chat template."""
+        gen = self.run.inference
+        if req.messages is None:
+            return req.prompt, gen.prompt_ids(req.prompt)
+        if req.prompt:
+            raise InputError("send either a prompt or messages, not both")
+        if not isinstance(gen, ChatGenerator):
+            raise InputError(f"model {self.name!r} has no chat template (its checkpoint's tokenizer_config.json / "
+                             "chat_template.jinja): send a prompt instead of messages")
+        messages = [m.model_dump() for m in req.messages]
+        return gen.tokenizer.render_chat(messages), gen.chat_ids(messages)
 
     def prepare_embed(self, req: EmbedRequest, limits: Limits) -> Work:
         self.need("embed")
@@ -151,16 +172,28 @@ class Served:
         translator = self.run.inference
         req0 = payloads[0][1]
         ids = [s for p in payloads for s in p[0]]
-        out_ids = translator.translate_ids(ids, req0.beam_size, req0.length_penalty)
+        # The batch shares beam_size and length_penalty (the work's key); n-best lists are cut from the beam's
+        # ranked hypotheses, so the batch asks for the longest any request wants and each takes its own.
+        n_best = max(req.n_best or 1 for _, req in payloads)
+        options = DecodeOptions(beam_size=req0.beam_size, length_penalty=req0.length_penalty, n_best=n_best)
+        hyps: list = [[] for _ in ids]
+        out_ids = translator.translate_ids(ids, options=options, nbest=hyps)
         texts = translator.tgt_tok.decode_batch(out_ids)
         out, start = [], 0
         for src_ids, req in payloads:
             rows = range(start, start + len(src_ids))
             start += len(src_ids)
             out.append({"model": self.name, "translations": [
-                {"text": texts[i], "alignment": self._alignment(ids[i], out_ids[i]) if req.alignments else None}
+                {"text": texts[i], "alignment": self._alignment(ids[i], out_ids[i]) if req.alignments else None,
+                 "hypotheses": None if req.n_best is None else self._hypotheses(hyps[i][: req.n_best])}
                 for i in rows]})
         return out
+
+    def _hypotheses(self, hyps: list[tuple[float, list[int]]]) -> list[dict]:
+        """[(score, ids), ...] as JSON; greedy decoding's score (nan: it ranks nothing) as null. An empty
+        source has none (it is not decoded: its translation is the empty text), as in Translator.translate."""
+        decode = self.run.inference.tgt_tok.decode
+        return [{"text": decode(h), "score": None if math.isnan(score) else score} for score, h in hyps]
 
     def _alignment(self, src: list[int], tgt: list[int]) -> dict | None:
         """For each target token, the source token it attends to most: the viewer's encoder-decoder weights
