@@ -3,7 +3,9 @@
 Every sentence of the batch keeps ``beam_size`` live hypotheses, all decoded as one batch of B*K rows
 through the session's KV caches. At each step the 2K best extensions are ranked; those ending in EOS
 among the first K ranks are finished (scored ``sum log p / length ** length_penalty``, length counting
-EOS), the K best others live on (fairseq's rule). A sentence is done once it has K finished hypotheses;
+EOS), the K best others live on (fairseq's rule). A sentence is done once it has K finished hypotheses
+(``early_stopping=True``), or, with ``early_stopping`` False or "never" (Hugging Face ``generate``'s
+heuristics), once the best live hypothesis can no longer beat the worst of its K best finished ones;
 hypotheses still alive at ``max_new_tokens`` are finished as they are. With ``beam_size=1`` this is
 exactly greedy decoding: the one beam always takes the arg-max token and stops at the first EOS.
 """
@@ -25,7 +27,12 @@ from attnkit.derived import frozen_weights
 class BeamConfig:
     """beam_size: K; length_penalty: alpha in score / length**alpha (0 = raw log-probability);
     max_new_tokens: hypotheses longer than this are cut; eos_id ends a hypothesis; pad_id fills output;
-    rules: banned and forced tokens, no repeated n-grams (applied to each step's log-probabilities)."""
+    rules: banned and forced tokens, no repeated n-grams (applied to each step's log-probabilities);
+    early_stopping: when a sentence is done, as ``generate``'s option of that name: True: once it has K
+    finished hypotheses; False: once it has K and its best live hypothesis, scored at its current length,
+    is no better than the worst of its K best finished ones (``generate``'s default); "never": the same
+    with the live hypothesis scored at ``max_new_tokens`` when ``length_penalty`` > 0 (the bound of a
+    canonical beam search). With False and "never" the K best finished hypotheses are kept."""
 
     beam_size: int = 5
     length_penalty: float = 1.0
@@ -33,8 +40,11 @@ class BeamConfig:
     eos_id: int = 2
     pad_id: int = 0
     rules: TokenRules | None = None
+    early_stopping: bool | str = True
 
     def __post_init__(self) -> None:
+        if not (isinstance(self.early_stopping, bool) or self.early_stopping == "never"):
+            raise ValueError(f"early_stopping must be True, False or 'never', got {self.early_stopping!r}")
         if self.beam_size < 1:
             raise ValueError(f"beam_size must be >= 1, got {self.beam_size}")
         if self.max_new_tokens < 1:
@@ -86,6 +96,8 @@ def _beam_search(session: DecoderSession, prompt: Tensor, cfg: BeamConfig) -> Be
         is_eos = top_tok == cfg.eos_id
         _finish(finished, done, active, top_s, top_beam, is_eos, history, offsets, k, step + 1, cfg)
         keep_s, keep_j = top_s.masked_fill(is_eos, float("-inf")).topk(k, dim=1)  # (A, K) live extensions
+        if cfg.early_stopping is not True:
+            _close(finished, done, active, keep_s[:, 0], step + 1, cfg)
         slot = _slots(top_beam.gather(1, keep_j))  # (A, K) the row of each extension within its sentence
         scores = torch.empty_like(keep_s).scatter_(1, slot, keep_s)
         parent = torch.empty_like(slot).scatter_(1, slot, top_beam.gather(1, keep_j))  # (A, K) by row
@@ -147,7 +159,21 @@ def _finish(finished, done, active, top_s, top_beam, is_eos, history, offsets, k
         row = int(top_beam[g, c] + offsets[g, 0])
         tokens = history[row].tolist() + [cfg.eos_id]
         finished[r].append((_norm(float(top_s[g, c]), length, cfg.length_penalty), tokens))
-        if len(finished[r]) >= k:
+        if len(finished[r]) >= k and cfg.early_stopping is True:
+            done[r] = True
+
+
+def _close(finished, done, active, best_live: Tensor, length: int, cfg: BeamConfig) -> None:
+    """early_stopping False / "never": a sentence with K finished hypotheses is done once its best live
+    hypothesis (raw score ``best_live`` [A], ``length`` tokens; for "never" with a positive length penalty
+    scored at ``max_new_tokens``) is no better than the worst of its K best finished ones."""
+    k = cfg.beam_size
+    at = cfg.max_new_tokens if cfg.early_stopping == "never" and cfg.length_penalty > 0 else length
+    for r, live in zip(active.tolist(), best_live.tolist(), strict=True):
+        if done[r] or len(finished[r]) < k:
+            continue
+        worst = sorted((s for s, _ in finished[r]), reverse=True)[k - 1]
+        if _norm(live, at, cfg.length_penalty) <= worst:
             done[r] = True
 
 
@@ -163,6 +189,8 @@ def _finish_alive(finished, done, active, scores, history, k, cfg) -> None:
 
 def _best(finished, b: int, cfg: BeamConfig, device) -> BeamOutput:
     ranked = [sorted(f, key=lambda h: -h[0]) for f in finished]  # stable: ties keep the order of finishing
+    if cfg.early_stopping is not True:  # the K best (a sentence may have finished more)
+        ranked = [r[: cfg.beam_size] for r in ranked]
     best = [r[0] for r in ranked]
     width = max(len(t) for _, t in best)
     tokens = torch.full((b, width), cfg.pad_id, dtype=torch.long, device=device)
