@@ -11,6 +11,7 @@ import transformers
 
 from _pretrained_mt import marian_dir, multi30k  # tests/_pretrained_mt.py
 from attnkit.decoding.beam import BeamConfig, beam_search
+from attnkit.decoding.options import DecodeOptions, decode
 from attnkit.decoding.rules import TokenRules
 from attnkit.models.hf.marian import load_marian
 
@@ -56,3 +57,16 @@ def test_the_rules_differ_and_bad_values_are_refused(models) -> None:
     assert first[True] != first[False] and first[False] != first["never"]
     with pytest.raises(ValueError, match="early_stopping must be True, False or 'never'"):
         BeamConfig(early_stopping="sometimes")
+
+
+@pytest.mark.parametrize("stop", [True, False, "never"])
+def test_decode_options_pass_the_rule_on(models, stop: bool | str) -> None:
+    """DecodeOptions (what the CLI's --early-stopping and the API build) decode as BeamConfig does."""
+    _, ours, src, pad = models
+    budget = src.shape[1] + 6
+    rules = TokenRules(banned=(pad,), eos_id=0, force_eos=True)
+    opts = DecodeOptions(beam_size=4, n_best=4, length_penalty=2.0, early_stopping=stop)
+    got = decode(ours.start_decoding(src, budget + 1), torch.full((src.shape[0], 1), pad), budget, 0, pad, rules, opts)
+    assert got == _ours(ours, src, pad, budget, 2.0, stop).hypotheses
+    with pytest.raises(ValueError, match="early_stopping must be true, false or never"):
+        DecodeOptions(beam_size=4, early_stopping="sometimes")

@@ -56,7 +56,8 @@ CHUNK_BATCHES = 2
 RUN_OPTIONS = {"beam_size": "--beam", "max_tokens": "--batch-tokens"}
 DECODE_FLAGS = {"beam_size": "--beam", "n_best": "--n-best", "temperature": "--temperature", "top_k": "--top-k",
                 "top_p": "--top-p", "no_repeat_ngram": "--no-repeat-ngram", "max_len_a": "--max-len-a",
-                "max_len_b": "--max-len-b", "length_penalty": "--length-penalty"}
+                "max_len_b": "--max-len-b", "length_penalty": "--length-penalty",
+                "early_stopping": "--early-stopping"}
 TRAIN_OPTIONS = {"vocab_size": "--vocab-size", "max_tokens": "--max-tokens", "d_model": "--d-model", "d_ff": "--d-ff",
                  "n_layers": "--layers", "max_len": "--max-len", "grad_accum": "--grad-accum"}
 TRAIN_DEFAULTS = TrainConfig(max_steps=100000, lr=1e-3, warmup=1000, schedule="inverse_sqrt", clip_norm=1.0,
@@ -149,6 +150,9 @@ def _decode_args(p: argparse.ArgumentParser) -> None:
     d.add_argument("--no-repeat-ngram", type=int, default=0, help="no N-gram twice in a translation (0 = off)")
     d.add_argument("--max-len-a", type=float, default=1.0, help="at most A * source length + B new tokens")
     d.add_argument("--max-len-b", type=int, default=50, help="(see --max-len-a; default 1 * length + 50)")
+    d.add_argument("--early-stopping", choices=("true", "false", "never"), default="true",
+                   help="beam search: true (default): a line is done with K finished hypotheses; false / never: "
+                   "transformers' generate rules (also stop when the best live one can no longer win)")
     d.add_argument("--prefix", help="forced first words of every translation (target-side text)")
     d.add_argument("--alignments", action="store_true", help="append a tab and the word alignment (Pharaoh "
                    "i-j pairs: source word i, target word j) to each line")
@@ -168,7 +172,8 @@ def _decode_options(args: argparse.Namespace, translator: Translator) -> DecodeO
         return DecodeOptions(beam_size=args.beam, length_penalty=args.length_penalty, n_best=args.n_best or 1,
                              sample=args.sample, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
                              seed=args.seed, no_repeat_ngram=args.no_repeat_ngram, max_len_a=args.max_len_a,
-                             max_len_b=args.max_len_b, prefix=prefix)
+                             max_len_b=args.max_len_b, prefix=prefix,
+                             early_stopping={"true": True, "false": False}.get(args.early_stopping, "never"))
     except ValueError as exc:  # "<field> must be ...": name the flag
         name, rest = str(exc).split(" ", 1)
         raise InputError(f"{DECODE_FLAGS.get(name, name)} {rest}") from None

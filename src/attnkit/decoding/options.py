@@ -28,7 +28,9 @@ class DecodeOptions:
     sample, temperature, top_k, top_p, seed: sample instead (e.g. for back-translation; a seed makes it
     repeatable); no_repeat_ngram: no n-gram of this size twice in an output (0 = off); max_len_a,
     max_len_b: at most a * source length + b new tokens (fairseq's; the source length is the longest of
-    the batch); prefix: forced first target tokens, after any the model forces itself."""
+    the batch); prefix: forced first target tokens, after any the model forces itself; early_stopping:
+    beam search's stopping rule (:class:`~attnkit.decoding.beam.BeamConfig`: True, False or "never", as
+    ``generate``'s option of that name)."""
 
     beam_size: int = 1
     length_penalty: float = 1.0
@@ -42,6 +44,7 @@ class DecodeOptions:
     max_len_a: float = 1.0
     max_len_b: int = 50
     prefix: tuple[int, ...] = ()
+    early_stopping: bool | str = True
 
     def __post_init__(self) -> None:
         checks = [("beam_size", self.beam_size >= 1, ">= 1"), ("n_best", 1 <= self.n_best <= self.beam_size,
@@ -56,6 +59,8 @@ class DecodeOptions:
         for name, ok, rule in checks:
             if not ok:
                 raise ValueError(f"{name} must be {rule}, got {getattr(self, name)}")
+        if not (isinstance(self.early_stopping, bool) or self.early_stopping == "never"):
+            raise ValueError(f"early_stopping must be true, false or never, got {self.early_stopping!r}")
         if self.sample and self.beam_size > 1:
             raise ValueError("sampling draws one hypothesis per sentence: use beam_size 1 with sample")
 
@@ -80,5 +85,5 @@ def decode(session: DecoderSession, start: Tensor, budget: int, eos_id: int, pad
                                top_p=opts.top_p, stop_tokens=(eos_id,), pad_id=pad_id, seed=opts.seed, rules=rules)
         return [[(math.nan, row)] for row in generate(session, start, cfg).tolist()]
     out = beam_search(session, start, BeamConfig(opts.beam_size, opts.length_penalty, budget, eos_id, pad_id,
-                                                 rules=rules))
+                                                 rules=rules, early_stopping=opts.early_stopping))
     return [h[: opts.n_best] for h in out.hypotheses]
