@@ -21,7 +21,8 @@ CTranslate2 gets attnkit's weights through model specifications built here from 
 ``ct2-transformers-converter --quantization int8`` writes); each is loaded with its compute type (fp32,
 int8; bf16 where CTranslate2 supports it on this CPU). attnkit runs fp32 (the reference path), fp32-onednn
 (``onednn_fp32``: the same precision, products in oneDNN, CTranslate2's GEMM backend on AMD CPUs), int8
-and bf16 (``quantize``). Each conversion is checked (log-probabilities, logits or hidden states,
+and bf16 (``quantize``); ``--modes int8`` measures fp32 and int8 only (shorter locked jobs).
+Each conversion is checked (log-probabilities, logits or hidden states,
 and fp32 outputs identical). Both sides get the same batches (sorted by length) and the same number of
 threads; the runs alternate (``--repeats`` rounds), every repeat is printed, then the medians and the
 ratios (> 1: attnkit faster). ``--rss`` also measures the peak RSS of each side in a child process.
@@ -76,7 +77,8 @@ DATA = ROOT / ".." / "shared" / "data" / "multi30k"
 FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile",
          "amx_bf16", "amx_int8")
 # attnkit's modes: fp32 (the reference path), fp32-onednn (fp32 products through oneDNN, onednn_fp32), int8, bf16
-ATTNKIT_MODES = ("fp32", "fp32-onednn", "int8", "bf16")
+ALL_MODES = ("fp32", "fp32-onednn", "int8", "bf16")
+ATTNKIT_MODES = ALL_MODES  # those measured (--modes)
 
 
 def variant(model: nn.Module, mode: str) -> nn.Module:
@@ -779,6 +781,8 @@ def main() -> None:
     p.add_argument("--lm-run", help="a trained GPT run for the lm_quality row (perplexity, token agreement)")
     p.add_argument("--embed-sentences", type=int, default=10_000)
     p.add_argument("--embed-batch", type=int, default=32)
+    p.add_argument("--modes", default=",".join(ALL_MODES),
+                   help=f"attnkit modes measured, a comma-separated subset of {','.join(ALL_MODES)} (fp32 always)")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=0, help="threads of both sides (0: torch's default)")
     p.add_argument("--profile", action="store_true", help="profile attnkit's sides (torch.profiler) per operator")
@@ -793,8 +797,12 @@ def main() -> None:
         setattr(args, name, [int(x) for x in getattr(args, name).split(",") if x])
     if args.threads:
         torch.set_num_threads(args.threads)
-    global PROFILE
+    global PROFILE, ATTNKIT_MODES
     PROFILE = args.profile
+    modes = [m for m in args.modes.split(",") if m]
+    if set(modes) - set(ALL_MODES):
+        p.error(f"--modes: unknown {sorted(set(modes) - set(ALL_MODES))}; choose from {ALL_MODES}")
+    ATTNKIT_MODES = tuple(m for m in ALL_MODES if m in modes or m == "fp32")
     info = machine()
     print(f"machine: {info['cpu']}, {info['cores']} cores; flags {' '.join(info['flags'])}")
     print(f"settings: torch {info['torch']} ({info['threads']} threads, OMP_WAIT_POLICY={info['omp_wait_policy']}, "
