@@ -20,6 +20,7 @@ import transformers
 
 from _timing import best_time, interleaved, timed  # bench/ is on sys.path when run as a script
 from attnkit.decoding.generate import GenerationConfig, generate
+from attnkit.derived import frozen_weights
 from attnkit.models.gpt import GPT, GPTConfig
 from attnkit.models.hf.gpt2 import config_to_hf, state_to_hf
 
@@ -35,7 +36,8 @@ def weight_stream_seconds(model: GPT, batch: int, packed: bool, repeats: int = 5
     layer (q, k, v, out, fc1, fc2) and the output projection on [batch, 768] inputs with the model's own
     fp32 weights (~500 MB for GPT-2 124M, far larger than the caches). ``packed=False``: plain
     ``F.linear`` on the [out, in] weights (what HF's lm_head and a plain nn.Linear read);
-    ``packed=True``: attnkit's ``GemvLinear`` modules themselves (the [in, out] layout where it is faster).
+    ``packed=True``: attnkit's ``GemvLinear`` modules themselves (the [in, out] layout where it is faster),
+    inside a frozen-weights block as generate runs them (outside one they are plain ``F.linear``).
     No attention, no LayerNorm: a lower bound on the time of one decoding step with that layout."""
     layers = [(a.q_proj, a.k_proj, a.v_proj, a.out_proj, f.fc1, f.fc2)
               for a, f in ((layer.self_attn, layer.ffn) for layer in model.layers)]
@@ -51,7 +53,7 @@ def weight_stream_seconds(model: GPT, batch: int, packed: bool, repeats: int = 5
             h = lin(f2, lin(f1, h))
         lin(model.lm_head, h)
 
-    with torch.inference_mode():
+    with torch.inference_mode(), frozen_weights():
         return best_time(once, repeats)
 
 

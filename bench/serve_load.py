@@ -139,6 +139,8 @@ def main() -> int:
     p.add_argument("--profile", type=float, default=0, metavar="SECONDS", help="first profile translation: the "
                    "engine alone at batch 1/8/32, the HTTP path alone (GET /health), and 32 clients with batching "
                    "and without, for this many seconds each")
+    p.add_argument("--sources", type=Path, help="translation requests' texts, one per line (default: the dates "
+                   "demo's; with a de->en run, e.g. Multi30k test_2016_flickr.de unzipped)")
     p.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
     args = p.parse_args()
     levels = [int(c) for c in args.clients.split(",")]
@@ -149,7 +151,8 @@ def main() -> int:
         if None in runs.values():
             trained = train_runs(args.keep or Path(tmp))
             runs = {k: v or trained[k] for k, v in runs.items()}
-        sources = dates_corpus(500, seed=7).src
+        sources = (args.sources.read_text(encoding="utf-8").splitlines() if args.sources
+                   else dates_corpus(500, seed=7).src)
         if args.profile:
             profile(runs["translate"], sources, args.threads, args.profile)
         results: list[dict] = []
