@@ -19,23 +19,16 @@ from pathlib import Path
 
 DOCS = Path(__file__).resolve().parent
 sys.path.insert(0, str(DOCS.parent / "tests" / "serve"))
-from _cdp import Chromium  # noqa: E402
+from _cdp import Chromium, submit_page  # noqa: E402
 from _serve import ServerProcess, train_serve_runs  # noqa: E402
 
 FRAME = "document.getElementById('viewer')"
 
 
 def use(browser: Chromium, url: str, model: str, text: str, options: dict[str, str]) -> None:
-    browser.call("Page.navigate", {"url": url + "/"}, session=True)
-    browser.wait_for("document.body !== null && document.body.dataset.ready === '1'")
-    browser.eval(f"(() => {{ const s = document.getElementById('model'); s.value = '{model}';"
-                 " s.dispatchEvent(new Event('change')); })()")
-    for name, value in options.items():
-        browser.eval(f"document.getElementById('{name}').value = '{value}'")
-    browser.click("#text")
-    browser.type(text)
-    browser.click("#run")
-    browser.wait_for("document.getElementById('output').dataset.done")
+    page = submit_page(browser, url, model, text, options)
+    if page["state"] != "1":
+        raise RuntimeError(f"the page answered {page['message']!r}")
     browser.wait_for(f"{FRAME}.dataset.ready")
 
 

@@ -113,3 +113,25 @@ class Chromium:
             self.proc.wait(10)
         os.close(self._to_chrome)
         os.close(self._from_chrome)
+
+
+def submit_page(browser: Chromium, url: str, model: str, text: str, options: dict[str, str]) -> dict[str, str]:
+    """Use ``attnkit serve``'s page at ``url`` as a person would: choose ``model``, set the ``options``
+    fields (element id -> value), type ``text``, press Run and wait until the answer (and, when it
+    succeeded, the attention viewer) is shown. Returns what the page then holds: ``typed`` (the text box),
+    ``state`` ("1": succeeded), ``message`` (the error line) and ``result`` (the answer shown)."""
+    browser.call("Page.navigate", {"url": url + "/"}, session=True)
+    browser.wait_for("document.body !== null && document.body.dataset.ready === '1'")
+    browser.eval(f"(() => {{ const s = document.getElementById('model'); s.value = '{model}';"
+                 " s.dispatchEvent(new Event('change')); })()")
+    for name, value in options.items():
+        browser.eval(f"document.getElementById('{name}').value = '{value}'")
+    browser.click("#text")
+    browser.type(text)
+    typed = browser.eval("document.getElementById('text').value")
+    browser.click("#run")
+    state = browser.wait_for("document.getElementById('output').dataset.done")
+    if state == "1":
+        browser.wait_for("document.getElementById('viewer').dataset.ready")
+    return {"typed": typed, "state": state, "message": browser.eval("document.getElementById('message').textContent"),
+            "result": browser.eval("document.getElementById('result').textContent")}

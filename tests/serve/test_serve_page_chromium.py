@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from _cdp import Chromium
+from _cdp import Chromium, submit_page
 from _serve import ServerProcess
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "viz"))
@@ -29,20 +29,10 @@ def browser(chromium: str, tmp_path: Path) -> Iterator[Chromium]:  # noqa: F811
 
 
 def _use(browser: Chromium, server: ServerProcess, model: str, text: str, options: dict[str, str]) -> str:
-    browser.call("Page.navigate", {"url": server.url + "/"}, session=True)
-    browser.wait_for("document.body !== null && document.body.dataset.ready === '1'")
-    browser.eval(f"(() => {{ const s = document.getElementById('model'); s.value = '{model}';"
-                 " s.dispatchEvent(new Event('change')); })()")
-    for name, value in options.items():
-        browser.eval(f"document.getElementById('{name}').value = '{value}'")
-    browser.click("#text")
-    browser.type(text)
-    assert browser.eval("document.getElementById('text').value") == text
-    browser.click("#run")
-    state = browser.wait_for("document.getElementById('output').dataset.done")
-    assert state == "1", browser.eval("document.getElementById('message').textContent")
-    browser.wait_for("document.getElementById('viewer').dataset.ready")
-    return browser.eval("document.getElementById('result').textContent")
+    page = submit_page(browser, server.url, model, text, options)
+    assert page["typed"] == text
+    assert page["state"] == "1", page["message"]
+    return page["result"]
 
 
 def _cells(browser: Chromium) -> list[tuple[float, str]]:
