@@ -393,10 +393,12 @@ def _stack(projections: tuple[nn.Module, ...]) -> nn.Module:
 
 # ------------------------------------------------------------------------------- whole models
 @torch.no_grad()
-def quantize(model: nn.Module, dtype: str, *, embeddings: bool = True) -> nn.Module:
+def quantize(model: nn.Module, dtype: str, *, embeddings: bool = True, values: bool = True) -> nn.Module:
     """Turn ``model``'s linear layers (and, with ``embeddings``, its token embeddings) into ``dtype``
     ("fp32": unchanged; "bf16"; "int8"), in place; returns the model, in eval mode (quantized layers are
-    for inference). A tied embedding and output projection keep one shared table."""
+    for inference). A tied embedding and output projection keep one shared table. ``values=False`` builds
+    the quantized layers with uninitialised tables of the right shapes (for :func:`load_quantized`, which
+    then reads every tensor from a file): no rounding pass over the weights."""
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
     if dtype == "fp32":
@@ -409,8 +411,14 @@ def quantize(model: nn.Module, dtype: str, *, embeddings: bool = True) -> nn.Mod
 
     def low(weight: Tensor) -> tuple[Tensor, Tensor | None]:
         if id(weight) not in shared:
-            shared[id(weight)] = quantize_rows(weight) if dtype == "int8" else (weight.detach().to(torch.bfloat16),
-                                                                                None)
+            if not values:
+                table = torch.empty_like(weight, dtype=torch.int8 if dtype == "int8" else torch.bfloat16)
+                scale = torch.empty(weight.shape[0], device=weight.device) if dtype == "int8" else None
+                shared[id(weight)] = (table, scale)
+            elif dtype == "int8":
+                shared[id(weight)] = quantize_rows(weight)
+            else:
+                shared[id(weight)] = (weight.detach().to(torch.bfloat16), None)
         return shared[id(weight)]
 
     for parent in list(model.modules()):
@@ -477,9 +485,10 @@ def quantized_metadata(path: str | Path) -> dict:
 
 def load_quantized(model: nn.Module, path: str | Path) -> nn.Module:
     """Load a file written by :func:`save_quantized` into ``model``, an fp32 model of the same shape (its
-    weights are irrelevant, e.g. freshly built): it is quantized to the file's mode, then every tensor is
-    read from the file (strict: a missing or unexpected tensor is an error). Returns the model."""
-    quantize(model, quantized_metadata(path)["dtype"])
+    weights are irrelevant, e.g. freshly built): its layers become the file's mode (without quantizing the
+    weights), then every tensor is read from the file (strict: a missing or unexpected tensor is an
+    error). Returns the model."""
+    quantize(model, quantized_metadata(path)["dtype"], values=False)
     missing, unexpected = load_model(model, str(path), strict=True)
     if missing or unexpected:  # load_model raises on these with strict=True; kept for clarity
         raise ValueError(f"{path}: missing {missing}, unexpected {unexpected}")
