@@ -19,9 +19,10 @@ Rows (``--rows``, comma-separated):
 CTranslate2 gets attnkit's weights through model specifications built here from the attnkit modules
 (shapes read from the weight tensors), saved in fp32 and once more quantized to int8 (what
 ``ct2-transformers-converter --quantization int8`` writes); each is loaded with its compute type (fp32,
-int8; bf16 where CTranslate2 supports it on this CPU). attnkit runs fp32 (the reference path), fp32-onednn
-(``onednn_fp32``: the same precision, products in oneDNN, CTranslate2's GEMM backend on AMD CPUs), int8
-and bf16 (``quantize``); ``--modes int8`` measures fp32 and int8 only (shorter locked jobs).
+int8; bf16 where CTranslate2 supports it on this CPU). attnkit runs fp32 (the default: products in the
+process's fp32 kernel, ``attnkit.kernels.fp32_kernel()``, oneDNN on non-Intel CPUs), fp32-mkl (the same
+model with ``F.linear``'s MKL kernel, the training path's), int8 and bf16 (``quantize``); ``--modes int8``
+measures fp32 and int8 only (shorter locked jobs).
 Each conversion is checked (log-probabilities, logits or hidden states,
 and fp32 outputs identical). Both sides get the same batches (sorted by length) and the same number of
 threads; the runs alternate (``--repeats`` rounds), every repeat is printed, then the medians and the
@@ -69,6 +70,7 @@ from attnkit.data.parallel import read_parallel  # noqa: E402
 from attnkit.decoding import GenerationConfig, generate  # noqa: E402
 from attnkit.decoding.beam import BeamConfig, beam_search  # noqa: E402
 from attnkit.derived import frozen_weights  # noqa: E402
+from attnkit.kernels import default_fp32_kernel, set_fp32_kernel, using_fp32_kernel  # noqa: E402
 from attnkit.layers.quant import capabilities, onednn_fp32, quantize, weight_bytes  # noqa: E402
 from attnkit.models.bert import mean_pool  # noqa: E402
 from attnkit.tokenizers.subword import BOS_ID, EOS_ID, PAD_ID, UNK_ID, SubwordTokenizer  # noqa: E402
@@ -76,17 +78,27 @@ from attnkit.tokenizers.subword import BOS_ID, EOS_ID, PAD_ID, UNK_ID, SubwordTo
 DATA = ROOT / ".." / "shared" / "data" / "multi30k"
 FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile",
          "amx_bf16", "amx_int8")
-# attnkit's modes: fp32 (the reference path), fp32-onednn (fp32 products through oneDNN, onednn_fp32), int8, bf16
-ALL_MODES = ("fp32", "fp32-onednn", "int8", "bf16")
+# attnkit's modes: fp32 (the default kernel), fp32-mkl (F.linear's MKL kernel), int8, bf16
+ALL_MODES = ("fp32", "fp32-mkl", "int8", "bf16")
 ATTNKIT_MODES = ALL_MODES  # those measured (--modes)
 
 
 def variant(model: nn.Module, mode: str) -> nn.Module:
-    """``model`` itself for fp32, else a converted copy."""
-    if mode == "fp32":
+    """``model`` itself for fp32 and fp32-mkl (the kernel is chosen when it runs: :func:`kernel_of`), else a
+    quantized copy."""
+    if mode in ("fp32", "fp32-mkl"):
         return model
-    copied = copy.deepcopy(model)
-    return onednn_fp32(copied) if mode == "fp32-onednn" else quantize(copied, mode)
+    return quantize(copy.deepcopy(model), mode)
+
+
+def kernel_of(side: str) -> str:
+    """The fp32 kernel a side's products run in: "mkl" for attnkit fp32-mkl, else the process default."""
+    return "mkl" if side == "attnkit fp32-mkl" else default_fp32_kernel()
+
+
+def _with_kernel(kernel: str, fn: Callable, *args: object) -> object:
+    with using_fp32_kernel(kernel):
+        return fn(*args)
 
 
 # ------------------------------------------------------------------------------------- the machine
@@ -105,7 +117,7 @@ def machine() -> dict:
     caps = capabilities("cpu")
     info.update(torch=torch.__version__, threads=torch.get_num_threads(), ctranslate2=ctranslate2.__version__,
                 ct2_compute_types=sorted(ctranslate2.get_supported_compute_types("cpu")),
-                omp_wait_policy=os.environ.get("OMP_WAIT_POLICY", "default"),
+                omp_wait_policy=os.environ.get("OMP_WAIT_POLICY", "default"), fp32_kernel=default_fp32_kernel(),
                 torch_sees={"bf16": caps.bf16, "int8": caps.int8, "features": list(caps.names)})
     return info
 
@@ -580,13 +592,14 @@ def _sides(model: nn.Module, ct2: Callable[[str], object]) -> dict[str, object]:
 
 def _runners(sides: dict[str, object], ours: Callable, theirs: Callable) -> dict[str, Callable[[], object]]:
     """One no-argument runner per side: ``ours(model)`` for attnkit's, ``theirs(engine)`` for CTranslate2's."""
-    return {side: functools.partial(ours if side.startswith("attnkit") else theirs, m) for side, m in sides.items()}
+    return {side: functools.partial(_with_kernel, kernel_of(side), ours, m) if side.startswith("attnkit")
+            else functools.partial(theirs, m) for side, m in sides.items()}
 
 
 def _sizes(model: nn.Module, convert: Callable[[Path, str | None], Path], path: Path) -> dict[str, float]:
     """Weight megabytes: attnkit fp32 / int8 / bf16 (tensors, tied ones once) and CTranslate2's model.bin in
     fp32 and int8 (the specification converted again with ``quantization="int8"`` to measure it)."""
-    mb = {f"attnkit {m}": weight_bytes(variant(model, m)) / 2**20 for m in ATTNKIT_MODES if m != "fp32-onednn"}
+    mb = {f"attnkit {m}": weight_bytes(variant(model, m)) / 2**20 for m in ATTNKIT_MODES if m != "fp32-mkl"}
     mb["ct2 float32"] = (path / "model.bin").stat().st_size / 2**20
     mb["ct2 int8"] = (convert(path.with_name(path.name + ".int8"), "int8") / "model.bin").stat().st_size / 2**20
     print("  weights (MB): " + ", ".join(f"{k} {v:.1f}" for k, v in mb.items()))
@@ -722,6 +735,7 @@ def child_rss(work: Path, kind: str, model: nn.Module, ct2_path: Path, ours: Cal
     out = {}
     for side in ["baseline", *(f"ct2 {m}" for m in ct2_modes()), *(f"attnkit {m}" for m in ATTNKIT_MODES)]:
         job = {"side": side, "kind": kind, "ct2_path": str(ct2_path), "threads": torch.get_num_threads(),
+               "kernel": kernel_of(side),
                "fn": theirs if side.startswith("ct2") else ours}  # the baseline holds the inputs too
         if side.startswith("attnkit"):
             mode = side.split()[1]
@@ -746,6 +760,7 @@ def child(job_file: str) -> None:
 
     job = torch.load(job_file, weights_only=False)  # a file this script wrote a moment ago
     torch.set_num_threads(job["threads"])
+    set_fp32_kernel(job["kernel"])
     side = job["side"]
     if side == "baseline":
         obj = None
@@ -806,7 +821,8 @@ def main() -> None:
     info = machine()
     print(f"machine: {info['cpu']}, {info['cores']} cores; flags {' '.join(info['flags'])}")
     print(f"settings: torch {info['torch']} ({info['threads']} threads, OMP_WAIT_POLICY={info['omp_wait_policy']}, "
-          f"attnkit sees {info['torch_sees']}), CTranslate2 {info['ctranslate2']} (intra_threads {info['threads']}, "
+          f"fp32 kernel {info['fp32_kernel']}; attnkit sees {info['torch_sees']}), CTranslate2 {info['ctranslate2']} "
+          f"(intra_threads {info['threads']}, "
           f"inter_threads 1, CPU compute types {info['ct2_compute_types']}; measured {ct2_modes()})", flush=True)
     results: dict = {"machine": info, "args": vars(args)}
     with tempfile.TemporaryDirectory(prefix="attnkit-ct2-") as tmp:

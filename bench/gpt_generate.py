@@ -36,7 +36,7 @@ def weight_stream_seconds(model: GPT, batch: int, packed: bool, repeats: int = 5
     layer (q, k, v, out, fc1, fc2) and the output projection on [batch, 768] inputs with the model's own
     fp32 weights (~500 MB for GPT-2 124M, far larger than the caches). ``packed=False``: plain
     ``F.linear`` on the [out, in] weights (what HF's lm_head and a plain nn.Linear read);
-    ``packed=True``: attnkit's ``GemvLinear`` modules themselves (the [in, out] layout where it is faster),
+    ``packed=True``: attnkit's ``FastLinear`` modules themselves (the [in, out] layout where it is faster),
     inside a frozen-weights block as generate runs them (outside one they are plain ``F.linear``).
     No attention, no LayerNorm: a lower bound on the time of one decoding step with that layout."""
     layers = [(a.q_proj, a.k_proj, a.v_proj, a.out_proj, f.fc1, f.fc2)

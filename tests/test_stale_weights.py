@@ -3,7 +3,7 @@ kernels too), after ``load_state_dict`` and after writes through ``.data``, infe
 equals a freshly built model loaded from the same state dict, exactly.
 
 Each family's inference runs the paths that reuse derived weights: the stacked q/k/v product (a batch of
-at least 64 tokens) and GemvLinear's [in, out] copy (one-sentence greedy decoding), inside frozen-weights
+at least 64 tokens) and FastLinear's [in, out] copy (one-sentence greedy decoding), inside frozen-weights
 blocks, once before training (so that copies exist) and once after."""
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from attnkit.decoding.beam import BeamConfig, beam_search
 from attnkit.decoding.generate import GenerationConfig, generate
 from attnkit.derived import frozen_weights
+from attnkit.kernels import FP32_KERNELS, using_fp32_kernel
 from attnkit.models.bert import BERTConfig, BERTForMaskedLM, mean_pool
 from attnkit.models.gpt import GPT, GPTConfig
 from attnkit.models.rnn import RNNSeq2Seq, RNNSeq2SeqConfig
@@ -33,6 +34,13 @@ OPTIMIZERS: dict[str, Callable[[list[nn.Parameter]], torch.optim.Optimizer]] = {
 }
 
 V = 40
+
+
+@pytest.fixture(autouse=True, params=FP32_KERNELS)
+def fp32_kernel(request: pytest.FixtureRequest):  # noqa: ANN201
+    """Every check under both fp32 inference kernels (the "mkl" one holds FastLinear's [in, out] copies)."""
+    with using_fp32_kernel(request.param):
+        yield request.param
 
 
 def _ids(*shape: int, seed: int) -> Tensor:
@@ -53,7 +61,7 @@ def _seq2seq_infer(model: nn.Module) -> dict[str, Tensor]:
     with torch.no_grad(), frozen_weights():
         logits = model(src, tgt)
     one = generate(model.start_decoding(src[:1], 12), torch.ones(1, 1, dtype=torch.long),
-                   GenerationConfig(10, stop_tokens=(2,)))  # one row: GemvLinear's copy
+                   GenerationConfig(10, stop_tokens=(2,)))  # one row: FastLinear's copy
     beams = beam_search(model.start_decoding(src[:3], 12), torch.ones(3, 1, dtype=torch.long),
                         BeamConfig(4, 1.0, 10, 2, 0)).tokens
     return {"logits": logits, "greedy": one, "beam": beams}

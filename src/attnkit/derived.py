@@ -5,7 +5,7 @@ Decoding calls the same layers hundreds of times with unchanged weights; re-deri
 :class:`DerivedTensor` keeps its copy only **inside a** :func:`frozen_weights` **block**, the promise that
 the weights do not change while it lasts (``generate``, ``beam_search``, ``Translator.translate``,
 ``embed_sentences`` and the evaluations each run in one). Outside such a block every call derives afresh
-(or, as GemvLinear and multi-head attention do, takes the path that needs no copy).
+(or, as FastLinear and multi-head attention do, takes the path that needs no copy).
 
 Why not a cheaper rule: keying the copy on the parameters' storage and version counter (what attnkit did
 until 2026-12) is not safe. ``torch.optim.AdamW(fused=True)`` on the CPU updates parameters in place

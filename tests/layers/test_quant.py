@@ -15,7 +15,7 @@ from attnkit.attention.fast import StackedProjections
 from attnkit.attention.multihead import MultiHeadAttention
 from attnkit.decoding import GenerationConfig, generate
 from attnkit.layers import quant
-from attnkit.layers.linear import GemvLinear
+from attnkit.layers.linear import FastLinear
 from attnkit.layers.quant import (
     BF16Linear,
     Capabilities,
@@ -188,7 +188,7 @@ def test_quantized_embedding_rows_and_padding() -> None:
 
 
 def _assert_only_low_precision_products(model: nn.Module) -> None:
-    assert not [m for m in model.modules() if isinstance(m, nn.Linear | nn.Embedding | GemvLinear)]
+    assert not [m for m in model.modules() if isinstance(m, nn.Linear | nn.Embedding | FastLinear)]
     for m in model.modules():
         if isinstance(m, MultiHeadAttention):
             assert isinstance(m._stacked, QuantizedStack)
@@ -241,7 +241,7 @@ def test_tiny_gpt_quantized_is_close_and_decodes_as_it_scores(mode: str, monkeyp
     assert float(_cosines(got, ref).min()) >= MIN_COSINE[mode.split("-")[0]]
     agree = float((got.argmax(-1) == ref.argmax(-1)).float().mean())
     assert agree >= 0.9, f"{mode} next-token agreement with fp32 {agree:.1%}"
-    # Cached one-token steps (the GemvLinear path of fp32, bypassed here) give what the full forward gives.
+    # Cached one-token steps (the FastLinear path of fp32, bypassed here) give what the full forward gives.
     prompt = idx[:, :8]
     out = generate(q.start_decoding(None, 20), prompt, GenerationConfig(12))
     with torch.inference_mode():
@@ -276,7 +276,7 @@ def test_fp32_is_the_model_itself() -> None:
     before = {k: v.clone() for k, v in model.state_dict().items()}
     assert quantize(model, "fp32") is model
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
-    assert any(isinstance(m, GemvLinear) for m in model.modules())
+    assert any(isinstance(m, FastLinear) for m in model.modules())
     with pytest.raises(ValueError, match="dtype"):
         quantize(model, "int4")
     with pytest.raises(ValueError, match="CPU only"):

@@ -67,9 +67,9 @@ def test_uses_the_shared_blocks() -> None:
     assert all(isinstance(layer.self_attn, MultiHeadAttention) for layer in model.layers)
     assert model.layers[0].ffn.activation == "gelu_tanh"
     assert GPT(GPTConfig.shakespeare_char()).layers[0].ffn.activation == "gelu"  # nanoGPT's nn.GELU()
-    from attnkit.layers.linear import GemvLinear
+    from attnkit.layers.linear import FastLinear
 
-    assert isinstance(model.lm_head, GemvLinear) and model.lm_head.weight is model.embed.tokens.weight
+    assert isinstance(model.lm_head, FastLinear) and model.lm_head.weight is model.embed.tokens.weight
     exact = GPTConfig.shakespeare_char()
     assert GPTConfig.from_dict(exact.to_dict()) == exact and "activation" not in GPTConfig.tiny().to_dict()
 

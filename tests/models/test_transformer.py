@@ -8,7 +8,8 @@ from torch import nn
 
 from attnkit.decoding import GenerationConfig, generate
 from attnkit.derived import frozen_weights
-from attnkit.layers.linear import GemvLinear
+from attnkit.kernels import FP32_KERNELS, using_fp32_kernel
+from attnkit.layers.linear import FastLinear
 from attnkit.layers.losses import smoothed_cross_entropy
 from attnkit.models.transformer import Transformer, TransformerConfig
 
@@ -131,9 +132,16 @@ def test_padding_does_not_change_encoding() -> None:
                                    rtol=1e-6)
 
 
+@pytest.mark.parametrize("kernel", FP32_KERNELS)
 @pytest.mark.parametrize("positions, b", [("sinusoidal", 3), ("learned", 3), ("sinusoidal", 1)])
-def test_cached_decoding_equals_uncached(positions: str, b: int) -> None:
-    """b = 1: every decoding product has one row, read through GemvLinear's [in, out] weight copies."""
+def test_cached_decoding_equals_uncached(positions: str, b: int, kernel: str) -> None:
+    """b = 1: every decoding product has one row, read through FastLinear's [in, out] weight copies (with
+    the "mkl" kernel; oneDNN reads the stored weights)."""
+    with using_fp32_kernel(kernel):
+        _cached_decoding_equals_uncached(positions, b, kernel)
+
+
+def _cached_decoding_equals_uncached(positions: str, b: int, kernel: str) -> None:
     torch.manual_seed(3)
     cfg = TransformerConfig.tiny(src_vocab_size=40, tgt_vocab_size=40, positions=positions, max_len=32)
     model = Transformer(cfg).eval()
@@ -141,14 +149,14 @@ def test_cached_decoding_equals_uncached(positions: str, b: int) -> None:
     bos = torch.full((b, 1), cfg.bos_id)
     with frozen_weights():  # held open here so that the copies can be inspected after generate
         cached = generate(model.start_decoding(src), bos, GenerationConfig(max_new_tokens=12))
-        packed = [m for m in model.modules() if isinstance(m, GemvLinear) and m._packed.value is not None]
+        packed = [m for m in model.modules() if isinstance(m, FastLinear) and m._packed.value is not None]
     # Uncached: re-run the whole prefix through forward at every step.
     seq = bos
     for _ in range(12):
         nxt = model(src, seq)[:, -1].argmax(-1, keepdim=True)
         seq = torch.cat([seq, nxt], 1)
     assert torch.equal(cached, seq[:, 1:])
-    assert bool(packed) == (b == 1)  # the one-row path was taken (and only for one sentence)
+    assert bool(packed) == (b == 1 and kernel == "mkl")  # the one-row copy (only for one sentence)
 
 
 def test_tied_and_untied_embeddings() -> None:

@@ -50,7 +50,7 @@ def _fake(monkeypatch: pytest.MonkeyPatch, **caps: bool) -> None:
 
 
 def _modes(model: nn.Module) -> set[str]:
-    """The precision of every linear layer of ``model`` (GemvLinear, an nn.Linear, counts as fp32)."""
+    """The precision of every linear layer of ``model`` (FastLinear, an nn.Linear, counts as fp32)."""
     kinds = {Int8Linear: "int8", BF16Linear: "bf16", nn.Linear: "fp32"}
     return {next(name for cls, name in kinds.items() if isinstance(m, cls)) for m in model.modules()
             if isinstance(m, tuple(kinds))}

@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from attnkit.attention.masks import masked_softmax
 from attnkit.attention.scoring import scaled_dot
 from attnkit.derived import DerivedTensor
+from attnkit.kernels import linear
 
 # Stacking the q/k/v weights copies 3 E^2 numbers: worth it for a large product (training, prompts), not for
 # a decoding step of a few tokens, which reads every weight once either way and would read them three times.
@@ -88,7 +89,7 @@ class StackedProjections:
             name = "qkv" if len(projections) == 3 else "kv"
             weight = self._stacks[name + "_w"].get(weights)
             bias = None if biases is None else self._stacks[name + "_b"].get(biases)
-        return F.linear(x, weight, bias).split([p.out_features for p in projections], dim=-1)
+        return linear(x, weight, bias).split([p.out_features for p in projections], dim=-1)
 
     def cached(self, name: str) -> Tensor | None:
         """The stacked weight or bias ``name`` ("qkv_w", "qkv_b", "kv_w", "kv_b") held now, if any."""

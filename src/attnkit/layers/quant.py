@@ -23,7 +23,7 @@ the KV cache and residual sums stay fp32 in both modes: only the matrix products
   backend CTranslate2 picks on AMD CPUs, where PyTorch's ``F.linear`` uses MKL: same precision, another
   summation order, so it is an opt-in beside the reference path.
 
-Two fast paths of the fp32 model read ``weight`` directly and are bypassed explicitly: GemvLinear modules
+Two fast paths of the fp32 model read ``weight`` directly and are bypassed explicitly: FastLinear modules
 are replaced like any ``nn.Linear``, and each multi-head attention's :class:`StackedProjections` (one
 product for q, k and v) is replaced by a :class:`QuantizedStack`, which stacks the quantized weights (row
 quantization makes the stacked product equal to the separate ones).

@@ -21,8 +21,10 @@ from torch import Tensor, nn
 
 from attnkit.attention.masks import padding_mask
 from attnkit.config_io import JsonConfig
+from attnkit.kernels import linear
 from attnkit.layers import Embeddings, LayerStack, StackOutput, TransformerLayer
 from attnkit.layers.dropout import Dropout
+from attnkit.layers.linear import use_fast_linears
 
 CONFIG_FILE = "bert_config.json"
 
@@ -118,6 +120,7 @@ class BERT(nn.Module):
         )
         self.pooler = nn.Linear(c.d_model, c.d_model) if pooler else None
         self.apply(_init_weights)
+        use_fast_linears(self)  # same parameters; inference products take the CPU's fastest fp32 kernel
 
     def forward(
         self, input_ids: Tensor, attention_mask: Tensor | None = None, token_type_ids: Tensor | None = None,
@@ -159,7 +162,7 @@ class MLMHead(nn.Module):
     def forward(self, hidden: Tensor, embedding_weight: Tensor) -> Tensor:
         """hidden [..., E], the token embedding matrix [V, E] (the tied decoder) -> logits [..., V]."""
         h = self.norm(F.gelu(self.dense(hidden)))
-        return F.linear(h, embedding_weight, self.bias)
+        return linear(h, embedding_weight, self.bias)
 
 
 class BERTForMaskedLM(nn.Module):

@@ -31,7 +31,7 @@ from attnkit.attention.rope import RopeScaling, RotaryEmbedding
 from attnkit.config_io import JsonConfig
 from attnkit.layers.blocks import LayerCache, LayerStack, StackOutput, TransformerLayer
 from attnkit.layers.embeddings import Embeddings
-from attnkit.layers.linear import use_gemv_linears
+from attnkit.layers.linear import use_fast_linears
 from attnkit.layers.norms import NORMS, make_norm
 from attnkit.models.params import num_parameters
 
@@ -190,7 +190,7 @@ class GPT(nn.Module):
         if c.tie_embeddings:
             self.lm_head.weight = self.embed.tokens.weight
         # Same parameters; one-token decoding steps read the weights in the faster [in, out] layout.
-        use_gemv_linears(self)
+        use_fast_linears(self)
         self._init_weights()
 
     def _init_weights(self) -> None:

@@ -23,7 +23,7 @@ from attnkit.attention.masks import padding_mask
 from attnkit.config_io import JsonConfig
 from attnkit.layers import Embeddings, LayerCache, LayerStack, StackOutput, TransformerLayer
 from attnkit.layers.embeddings import SINUSOID_LAYOUTS
-from attnkit.layers.linear import use_gemv_linears
+from attnkit.layers.linear import use_fast_linears
 from attnkit.layers.losses import LossSum, smoothed_cross_entropy
 from attnkit.models.params import num_parameters
 
@@ -141,7 +141,7 @@ class Transformer(nn.Module):
         if c.tie_output:
             self.output.weight = self.tgt_embed.tokens.weight
         # Same parameters; one-sentence greedy decoding reads the weights in the faster [in, out] layout.
-        use_gemv_linears(self)
+        use_fast_linears(self)
         self._init_weights()
 
     def _embeddings(self, vocab: int) -> Embeddings:
