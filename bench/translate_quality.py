@@ -2,13 +2,21 @@
 
     .venv/bin/python bench/translate_quality.py --out /work/runs/deen60 --minutes 60 --src de --tgt en
     .venv/bin/python bench/translate_quality.py --out /work/runs/deen60 --skip-train     # evaluate only
+    .venv/bin/python bench/translate_quality.py --out /work/runs/deen60 --report-only \\
+        --peer-results /work/runs/marian-deen60/results.json --plot docs/translate-quality-deen.png
 
 Trains with ``attnkit translate train`` (the same code path as the CLI; resumes if --out holds a
 checkpoint) for at most ``--minutes`` of wall clock (tokenizer training included), averages the last
 checkpoints, then reports sacreBLEU (cased, detokenized, 13a) and chrF on test_2016_flickr with greedy
 decoding and beam 5 (length penalty chosen on the validation set), and the validation BLEU of every
-evaluation against wall time (from metrics.jsonl). Writes ``--out/results.json``. The peer figure is the
-known result of Hugging Face MarianMTModel (8.2M parameters) trained 60 minutes on this machine.
+evaluation against wall time (from metrics.jsonl). Writes ``--out/results.json``.
+
+The report puts attnkit beside the same-budget peer of ``--peer-results`` (the ``results.json`` of
+``bench/marian_peer.py``: Hugging Face MarianMTModel trained from scratch for the same minutes on the same
+machine, scored the same way), one table per direction, and ``--plot`` draws the validation BLEU of both
+against wall-clock minutes. Without ``--peer-results`` the table shows the earlier de->en figure, measured on
+another machine, labelled so. ``--report-only`` reads ``--out/results.json`` and only reports (writes nothing
+in ``--out``).
 """
 
 from __future__ import annotations
@@ -34,9 +42,12 @@ from attnkit.data.parallel import read_parallel  # noqa: E402
 from attnkit.evaluation.bleu import corpus_scores  # noqa: E402
 from attnkit.models import num_parameters  # noqa: E402
 from attnkit.tasks.runs import open_run  # noqa: E402
+from marian_peer import machine_info, machine_line  # noqa: E402  (bench/ is on sys.path when run as a script)
 
 DATA = ROOT / ".." / "shared" / "data" / "multi30k"
-PEER = {"name": "HF MarianMTModel 8.2M, 60 min, same machine (de->en)", "greedy": 33.4, "beam5": 36.6}
+# Shown only when no --peer-results is given: not rerun here, so not comparable run for run.
+EARLIER_PEER = {"name": "HF MarianMTModel 8.2M, 60 min: earlier figure, other machine", "pair": "de->en",
+                "scores": {"greedy": {"bleu": 33.4}, "beam5": {"bleu": 36.6}}, "curve": []}
 FLOOR = 35.0
 
 
@@ -48,6 +59,9 @@ def parse() -> argparse.Namespace:
     p.add_argument("--tgt", default="en")
     p.add_argument("--minutes", type=float, default=60.0, help="wall-clock budget of the training")
     p.add_argument("--skip-train", action="store_true")
+    p.add_argument("--report-only", action="store_true", help="report --out/results.json; decode and write nothing")
+    p.add_argument("--peer-results", type=Path, help="results.json of bench/marian_peer.py for the same pair")
+    p.add_argument("--plot", type=Path, help="PNG of validation BLEU against minutes, attnkit and the peer")
     p.add_argument("--lp", type=float, nargs="+", default=[0.6, 1.0, 1.4], help="length penalties tried on val")
     p.add_argument("--val-n", type=int, default=500, help="validation sentences for choosing the length penalty")
     p.add_argument("--test-n", type=int, help="only the first N test sentences (smoke tests)")
@@ -115,39 +129,130 @@ def evaluate(args: argparse.Namespace) -> dict:
     meta = json.loads((run / "run.json").read_text())
     return {
         "pair": f"{args.src}->{args.tgt}", "run": str(run), "length_penalty": best_lp, "val_lp_bleu": lp_scores,
-        "scores": scores, "curve": eval_curve(run), "train_tokens_per_s_mean": train_speed(run),
+        "scores": scores, "test_sentences": len(test), "curve": eval_curve(run),
+        "train_tokens_per_s_mean": train_speed(run),
         "params": num_parameters(translator.model), "model_config": meta.get("model_config"),
-        "peer": PEER, "floor": FLOOR, "torch_threads": torch.get_num_threads(),
+        "floor": FLOOR, "torch_threads": torch.get_num_threads(), "machine": machine_info(), **run_facts(run),
     }
 
 
-def report(res: dict) -> None:
+def run_facts(run: Path) -> dict:
+    """Steps, precision and the training loop's own clock (evaluations included, tokenizer training not),
+    from the run directory."""
+    recs = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    train_cfg = run / "train_config.json"
+    return {"steps": max((r.get("step", 0) for r in recs), default=0),
+            "precision": json.loads(train_cfg.read_text()).get("precision") if train_cfg.is_file() else None,
+            "wall": {"train_loop_s": max((r.get("elapsed_s", 0.0) for r in recs), default=0.0)}}
+
+
+def load_peer(path: Path | None, pair: str) -> dict:
+    """The peer's results (bench/marian_peer.py) for ``pair``; the earlier figure when no file is given."""
+    if path is None:
+        if pair == EARLIER_PEER["pair"]:
+            return EARLIER_PEER
+        return {"name": f"none for {pair} (give --peer-results)", "pair": pair, "scores": {"greedy": {}, "beam5": {}}}
+    try:
+        peer = json.loads(path.read_text())
+        problem = None if peer.get("pair") == pair else f"is {peer.get('pair')}, not {pair}"
+    except (OSError, ValueError) as exc:
+        problem = str(exc)
+    if problem:
+        print(f"translate_quality.py: error: --peer-results {path}: {problem}", file=sys.stderr)
+        raise SystemExit(2)
+    return peer
+
+
+def _fmt(value: object, spec: str) -> str:
+    return "n/a" if value is None else format(value, spec)
+
+
+def report(res: dict, peer: dict) -> None:
+    """The validation curve, then one table: attnkit and the peer side by side."""
     print("\nvalidation BLEU (greedy, first 300 val sentences) per evaluation:")
     print(f"{'step':>7} {'minutes':>8} {'val loss':>9} {'val BLEU':>9}")
     for r in res["curve"]:
         print(f"{r['step']:>7} {r['minutes']:>8.1f} {r['val_loss']:>9.3f} {r['val_bleu_greedy']:>9.2f}")
-    print(f"\n{res['pair']} test_2016_flickr, sacreBLEU {res['scores']['greedy']['signature']}")
-    print(f"model: {res['params'] / 1e6:.2f}M parameters; mean training speed {res['train_tokens_per_s_mean']:.0f} "
-          f"target tokens/s; beam length penalty {res['length_penalty']}")
-    print(f"{'decoding':<9} {'BLEU':>6} {'chrF':>6} {'peer BLEU':>10} {'ratio':>6} {'floor':>6}")
-    for name in ("greedy", "beam5"):
-        s = res["scores"][name]
-        peer = res["peer"][name] if res["pair"] == "de->en" else float("nan")
-        print(f"{name:<9} {s['bleu']:>6.2f} {s['chrf']:>6.2f} {peer:>10.1f} {s['bleu'] / peer:>6.3f} {FLOOR:>6.1f}")
-    print(f"peer: {res['peer']['name']}")
+    ours, theirs = res["scores"], peer["scores"]
+    rw, pw = res.get("wall", {}), peer.get("wall", {})
+    rows = [(f"{name} {label}", ours[name].get(metric), theirs[name].get(metric), ".2f")
+            for name in ("greedy", "beam5") for metric, label in (("bleu", "BLEU"), ("chrf", "chrF"))]
+    rows += [
+        ("beam length penalty", res.get("length_penalty"), peer.get("length_penalty"), ".1f"),
+        ("parameters (M)", res["params"] / 1e6, peer["params"] / 1e6 if "params" in peer else None, ".2f"),
+        ("steps", res.get("steps"), peer.get("steps"), "d"),
+        ("target tokens/s (mean)", res.get("train_tokens_per_s_mean"), peer.get("train_tokens_per_s_mean"), ".0f"),
+        ("tokenizer training (s)", None, pw.get("tokenizer_s"), ".1f"),
+        ("training incl. evals (min)", rw.get("train_loop_s", 0) / 60 or None,
+         (pw["budget_used_s"] - pw["tokenizer_s"]) / 60 if pw else None, ".1f"),
+        ("  of it evaluating (min)", None, pw["eval_s"] / 60 if pw else None, ".1f"),
+        ("test greedy decode (s)", ours["greedy"].get("seconds"), theirs["greedy"].get("seconds"), ".1f"),
+        ("test beam 5 decode (s)", ours["beam5"].get("seconds"), theirs["beam5"].get("seconds"), ".1f"),
+    ]
+    n_ours, n_peer = res.get("test_sentences", 1000), peer.get("test_sentences", 1000)
+    print(f"\n{res['pair']} test_2016_flickr ({n_ours} sentences"
+          f"{'' if n_ours == n_peer else f'; the peer: {n_peer}, NOT comparable'}), sacreBLEU "
+          f"{ours['greedy']['signature']}")
+    print(f"{'':<26} {'attnkit':>10} {'peer':>10} {'attnkit - peer':>15}")
+    for label, a, b, spec in rows:
+        diff = _fmt(a - b, "+.2f") if label.endswith(("BLEU", "chrF")) and a is not None and b is not None else ""
+        print(f"{label:<26} {_fmt(a, spec):>10} {_fmt(b, spec):>10} {diff:>15}")
+    print(f"precision: attnkit {res.get('precision') or 'n/a'}, peer "
+          f"{peer.get('settings', {}).get('precision', 'n/a')}; floor {FLOOR:.1f} BLEU")
+    print(f"attnkit machine: {machine_line(res['machine']) if 'machine' in res else 'n/a (not recorded)'}")
+    print(f"peer machine:    {machine_line(peer['machine']) if 'machine' in peer else 'n/a (not recorded)'}")
+    same = "machine" in res and "machine" in peer and all(
+        res["machine"].get(k) == peer["machine"].get(k) for k in ("cpu", "flags", "cores"))
+    print(f"peer: {peer['name']}{'' if same else ' [NOT the same CPU model/flags as attnkit: not comparable]'}")
+
+
+def plot(res: dict, peer: dict, path: Path) -> None:
+    """Validation greedy BLEU against wall-clock minutes of attnkit and the peer, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=120)
+    for label, rows, style in ((f"attnkit ({res['params'] / 1e6:.2f}M)", res["curve"], "o-"),
+                               (peer["name"] + (f" ({peer['params'] / 1e6:.2f}M)" if "params" in peer else ""),
+                                peer.get("curve", []), "s--")):
+        if rows:
+            ax.plot([r["minutes"] for r in rows], [r["val_bleu_greedy"] for r in rows], style, label=label)
+    ax.set_xlabel("wall-clock minutes")
+    ax.set_ylabel("val BLEU, greedy (first 300 sentences)")
+    ax.set_title(f"Multi30k {res['pair']}: validation BLEU during training")
+    ax.set_xlim(left=0)
+    ax.set_ylim(bottom=0)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    print(f"plot: {path}")
 
 
 def main() -> None:
     args = parse()
     started = time.monotonic()
-    if not args.skip_train:
-        train(args, started)
-        print(f"training wall clock: {(time.monotonic() - started) / 60:.1f} min", flush=True)
-    res = evaluate(args)
-    res["train_wall_minutes_budget"] = args.minutes
-    (Path(args.out) / "results.json").write_text(json.dumps(res, indent=2) + "\n")
-    report(res)
-    print(f"\nresults: {Path(args.out) / 'results.json'}")
+    if args.report_only:
+        res = json.loads((Path(args.out) / "results.json").read_text())
+        for key, value in run_facts(Path(args.out)).items():  # results.json written before these were kept
+            res.setdefault(key, value)
+        peer = load_peer(args.peer_results, res["pair"])
+    else:
+        peer = load_peer(args.peer_results, f"{args.src}->{args.tgt}")  # a wrong file fails before any work
+        if not args.skip_train:
+            train(args, started)
+            print(f"training wall clock: {(time.monotonic() - started) / 60:.1f} min", flush=True)
+        res = evaluate(args)
+        res["train_wall_minutes_budget"] = args.minutes
+        (Path(args.out) / "results.json").write_text(json.dumps(res, indent=2) + "\n")
+    report(res, peer)
+    if args.plot:
+        plot(res, peer, args.plot)
+    if not args.report_only:
+        print(f"\nresults: {Path(args.out) / 'results.json'}")
 
 
 if __name__ == "__main__":
