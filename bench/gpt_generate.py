@@ -21,6 +21,7 @@ import transformers
 from _timing import best_time, interleaved, timed  # bench/ is on sys.path when run as a script
 from attnkit.decoding.generate import GenerationConfig, generate
 from attnkit.derived import frozen_weights
+from attnkit.kernels import fp32_kernel
 from attnkit.models.gpt import GPT, GPTConfig
 from attnkit.models.hf.gpt2 import config_to_hf, state_to_hf
 
@@ -36,7 +37,8 @@ def weight_stream_seconds(model: GPT, batch: int, packed: bool, repeats: int = 5
     layer (q, k, v, out, fc1, fc2) and the output projection on [batch, 768] inputs with the model's own
     fp32 weights (~500 MB for GPT-2 124M, far larger than the caches). ``packed=False``: plain
     ``F.linear`` on the [out, in] weights (what HF's lm_head and a plain nn.Linear read);
-    ``packed=True``: attnkit's ``FastLinear`` modules themselves (the [in, out] layout where it is faster),
+    ``packed=True``: attnkit's ``FastLinear`` modules themselves (the process's fp32 kernel,
+    ``attnkit.kernels``: oneDNN on the stored weight, or MKL with the [in, out] copy where it is faster),
     inside a frozen-weights block as generate runs them (outside one they are plain ``F.linear``).
     No attention, no LayerNorm: a lower bound on the time of one decoding step with that layout."""
     layers = [(a.q_proj, a.k_proj, a.v_proj, a.out_proj, f.fc1, f.fc2)
@@ -105,7 +107,7 @@ def main() -> None:
               f"ratio {row['ratio']:.2f}x   identical tokens: {same}   | reading the {n_bytes / 1e6:.0f} MB of "
               f"weights once (F.linear chain): {stream * 1e3:.1f} ms = {row['gb_per_s']:.1f} GB/s -> bound "
               f"{row['bound_tok_s']:.1f} tok/s (attnkit at {tps['attnkit'] / row['bound_tok_s']:.0%}, HF at "
-              f"{tps['hf'] / row['bound_tok_s']:.0%} of it); with attnkit's [in, out] layout: "
+              f"{tps['hf'] / row['bound_tok_s']:.0%} of it); with attnkit's FastLinear ({fp32_kernel()} kernel): "
               f"{stream_packed * 1e3:.1f} ms -> bound {b / stream_packed:.1f} tok/s; "
               f"{torch.get_num_threads()} threads", flush=True)
     if args.json:

@@ -299,7 +299,9 @@ class BF16Linear(_Linear):
 
 
 # OneDNNLinear leaves products of at most this many multiply-adds to F.linear (MKL): one row times a weight
-# of up to a million numbers costs oneDNN more call overhead than it saves (measured, docs/speed.md).
+# of up to a million numbers cost oneDNN more call overhead than it saved in a cache-resident measurement
+# (docs/speed.md). With the weights streaming from memory, as in a model, oneDNN is faster at one row too
+# ("The fp32 kernel" in docs/speed.md), and the default fp32 path (attnkit.kernels) takes it for every row.
 MKL_MAX_MACS = 2**20
 
 
