@@ -17,6 +17,7 @@ from attnkit.errors import InputError
 
 SCHEDULES = ("noam", "inverse_sqrt", "cosine", "linear", "constant")
 PRECISIONS = ("fp32", "bf16", "fp16")
+TRAIN_PRECISIONS = (*PRECISIONS, "auto")  # auto: timed on the run's first batch (training.auto_precision)
 
 
 @dataclass
@@ -72,7 +73,8 @@ class TrainConfig(JsonConfig, family="training", presets=()):
             (self.eps < math.inf, f"eps must be finite, got {self.eps}"),
             (self.clip_norm is None or self.clip_norm > 0, f"clip must be > 0, got {self.clip_norm}"),
             (self.grad_accum >= 1, f"grad_accum must be >= 1, got {self.grad_accum}"),
-            (self.precision in PRECISIONS, f"precision must be one of {PRECISIONS}, got {self.precision!r}"),
+            (self.precision in TRAIN_PRECISIONS,
+             f"precision must be one of {TRAIN_PRECISIONS}, got {self.precision!r}"),
             (self.eval_every >= 0, f"eval_every must be >= 0, got {self.eval_every}"),
             (self.ckpt_every >= 0, f"ckpt_every must be >= 0, got {self.ckpt_every}"),
             (self.keep_last >= 1, f"keep must be >= 1, got {self.keep_last}"),
@@ -110,7 +112,8 @@ def add_train_args(parser: argparse.ArgumentParser, defaults: TrainConfig | None
     g.add_argument("--eps", type=float, default=d.eps, help="Adam epsilon (default %(default)s)")
     g.add_argument("--clip", type=_none_or_float, default=d.clip_norm, help="gradient norm clip, 'none' = off")
     g.add_argument("--grad-accum", type=int, default=d.grad_accum, help="micro-batches per update")
-    g.add_argument("--precision", choices=PRECISIONS, default=d.precision, help="autocast dtype (default fp32)")
+    g.add_argument("--precision", choices=TRAIN_PRECISIONS, default=d.precision,
+                   help="autocast dtype; auto: the faster of fp32 / bf16 for this model, timed (default %(default)s)")
     g.add_argument("--device", default=d.device, help="auto | cpu | cuda | cuda:N (default %(default)s)")
     g.add_argument("--compile", action="store_true", default=d.compile, help="torch.compile the model")
     g.add_argument("--eval-every", type=int, default=d.eval_every, help="steps between evaluations (0 = end)")

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import math
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -30,6 +31,7 @@ from attnkit.errors import AttnkitError, CheckpointError, InputError
 from attnkit.training import checkpoint as ck
 from attnkit.training import distributed as D
 from attnkit.training import sharding
+from attnkit.training.auto_precision import PrecisionChoice, choose_precision
 from attnkit.training.config import TrainConfig
 from attnkit.training.metrics import MetricsLog, progress_bar
 from attnkit.training.optim import autocast, build_optimizer, check_precision, grad_scaler
@@ -172,6 +174,7 @@ class _Trainer:
         self.scaler = grad_scaler(cfg.precision, self.device)
         self.log = MetricsLog(run_dir, info.is_main)
         self.step, self.elapsed_before = 0, 0.0
+        self.probe_s = 0.0  # seconds spent choosing --precision auto (they count against the time limit)
         self.position = DataPosition()
         self.meta = {"family": task.family, "attnkit_version": __version__,
                      **(task.metadata() if hasattr(task, "metadata") else {})}
@@ -188,11 +191,17 @@ class _Trainer:
         latest = ck.latest_checkpoint(self.run_dir)
         if latest is None:
             torch.manual_seed(self.cfg.seed + self.info.rank)  # dropout differs between processes
+            if self.cfg.precision == "auto":
+                self._choose_precision()
             if self.info.is_main:
                 ck.atomic_write_json(self.run_dir / ck.RUN_FILE, self.meta)
                 if hasattr(self.task, "save_extra"):
                     self.task.save_extra(self.run_dir)
         else:
+            if self.cfg.precision == "auto":  # keep what the first session chose (its train_config.json)
+                saved = self.run_dir / "train_config.json"
+                self.cfg.precision = TrainConfig.load(saved).precision if saved.is_file() else "fp32"
+                self.scaler = grad_scaler(self.cfg.precision, self.device)
             try:
                 self._resume(latest)
             except CheckpointError as exc:
@@ -203,6 +212,29 @@ class _Trainer:
         if self.info.is_main:
             self.cfg.save(self.run_dir / "train_config.json")
             self.log.truncate_after(self.step)
+
+    def _choose_precision(self) -> None:
+        """Resolve ``--precision auto`` by timing this model's step on the first batch (training.auto_precision)."""
+        started = time.monotonic()
+        batches = self.task.batches(0)
+        if not len(batches):
+            choice = PrecisionChoice("fp32", "fp32: no training batch to time", {})
+        else:
+            batch = move_to(batches[0], self.device)
+
+            def step() -> Tensor:
+                out = self.task.loss(self.model, batch)
+                return out[0] if isinstance(out, tuple) else out
+
+            reduce = (lambda t: D.all_reduce_sum(t, self.info)) if self.info.distributed else None
+            choice = choose_precision(step, self.model, self.device, reduce=reduce)
+        self.cfg.precision = choice.precision
+        self.scaler = grad_scaler(choice.precision, self.device)
+        self.probe_s = time.monotonic() - started
+        self.meta["precision_auto"] = {"chosen": choice.precision, "reason": choice.reason,
+                                       "step_seconds": choice.seconds, "probe_seconds": self.probe_s}
+        if self.info.is_main:
+            print(f"attnkit: note: --precision auto: {choice.reason}", file=sys.stderr, flush=True)
 
     def _resume(self, ckpt: Path) -> None:
         ck.load_model_weights(self.model, ckpt, self.task.family)
@@ -293,7 +325,8 @@ class _Trainer:
                              f"use at most {MAX_EPOCHS_PER_UPDATE * per_epoch // self.info.world}")
 
     def _over_time(self) -> bool:
-        return self.cfg.time_limit_s is not None and time.monotonic() - self.started > self.cfg.time_limit_s
+        return (self.cfg.time_limit_s is not None
+                and time.monotonic() - self.started + self.probe_s > self.cfg.time_limit_s)
 
     def _one_step(self, stream: BatchStream) -> tuple[float, float, bool]:
         cfg, info = self.cfg, self.info
