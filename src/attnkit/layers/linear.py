@@ -16,11 +16,10 @@ dropped when the block ends (see :mod:`attnkit.derived` for why). oneDNN needs n
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from attnkit.derived import DerivedOwner, DerivedTensor, frozen
-from attnkit.kernels import onednn_applies, onednn_linear
+from attnkit.kernels import fp32_kernel, linear
 
 
 def _transposed(weight: Tensor) -> Tensor:
@@ -28,7 +27,7 @@ def _transposed(weight: Tensor) -> Tensor:
 
 
 class FastLinear(DerivedOwner, nn.Linear):
-    """``nn.Linear`` (x [..., in] -> [..., out]) whose no-grad CPU products take :func:`linear`'s fast
+    """``nn.Linear`` (x [..., in] -> [..., out]) whose no-grad CPU products take :func:`attnkit.kernels.linear`'s fast
     kernel; with the "mkl" kernel, one-row products inside a frozen-weights block read a cached [in, out]
     copy of the weight (``out_features >= in_features``). Parameters, state dict and training path are
     ``nn.Linear``'s. ``packing = False`` turns the copy off (and ``release`` frees it)."""
@@ -54,14 +53,13 @@ class FastLinear(DerivedOwner, nn.Linear):
         return self._packed.get((self.weight,))
 
     def forward(self, x: Tensor) -> Tensor:
-        if onednn_applies(x, self.weight):
-            return onednn_linear(x, self.weight, self.bias)
         if (self.packing and x.numel() == self.in_features and self.out_features >= self.in_features
-                and x.device.type == "cpu" and not torch.is_grad_enabled() and frozen()):
+                and x.device.type == "cpu" and not torch.is_grad_enabled() and frozen()
+                and fp32_kernel() == "mkl"):
             row = x.reshape(1, self.in_features)
             out = row @ self._weight_t() if self.bias is None else torch.addmm(self.bias, row, self._weight_t())
             return out.view(*x.shape[:-1], self.out_features)
-        return F.linear(x, self.weight, self.bias)
+        return linear(x, self.weight, self.bias)  # oneDNN where it applies, else F.linear
 
 
 def use_fast_linears(module: nn.Module) -> None:
