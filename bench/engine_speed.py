@@ -78,17 +78,19 @@ from attnkit.tokenizers.subword import BOS_ID, EOS_ID, PAD_ID, UNK_ID, SubwordTo
 DATA = ROOT / ".." / "shared" / "data" / "multi30k"
 FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile",
          "amx_bf16", "amx_int8")
-# attnkit's modes: fp32 (the default kernel), fp32-mkl (F.linear's MKL kernel), int8, bf16
-ALL_MODES = ("fp32", "fp32-mkl", "int8", "bf16")
+# attnkit's modes: fp32 (the default kernel), fp32-mkl (F.linear's MKL kernel), int8, bf16, and with the
+# decoding step compiled (torch.compile over a static cache; the translation and GPT rows): fp32-compiled,
+# int8-compiled
+ALL_MODES = ("fp32", "fp32-mkl", "int8", "bf16", "fp32-compiled", "int8-compiled")
 ATTNKIT_MODES = ALL_MODES  # those measured (--modes)
 
 
 def variant(model: nn.Module, mode: str) -> nn.Module:
-    """``model`` itself for fp32 and fp32-mkl (the kernel is chosen when it runs: :func:`kernel_of`), else a
-    quantized copy."""
-    if mode in ("fp32", "fp32-mkl"):
+    """``model`` itself for fp32, fp32-mkl and fp32-compiled (the kernel and the compiled step are chosen when
+    it runs: :func:`kernel_of`, :func:`_runners`), else a quantized copy."""
+    if mode.startswith("fp32"):
         return model
-    return quantize(copy.deepcopy(model), mode)
+    return quantize(copy.deepcopy(model), mode.removesuffix("-compiled"))
 
 
 def kernel_of(side: str) -> str:
@@ -354,14 +356,15 @@ def translation_budget(src: Tensor, args: argparse.Namespace, eos: bool, max_len
     return min(max_len - 1, src.shape[1] + 50) if eos else args.new_tokens
 
 
-def attnkit_translate(model: nn.Module, batches: list[Tensor], beam: int, budgets: list[int]) -> list[list[int]]:
+def attnkit_translate(model: nn.Module, batches: list[Tensor], beam: int, budgets: list[int],
+                      compile: bool = False) -> list[list[int]]:
     """Every batch through attnkit's KV-cached greedy / beam search (one frozen-weights block, as
     Translator.translate_ids): output ids per sentence, EOS and padding removed."""
     out = []
     with torch.inference_mode(), frozen_weights():
         for src, n in zip(batches, budgets, strict=True):
             bos = torch.full((src.shape[0], 1), BOS_ID)
-            session = model.start_decoding(src, n + 1)
+            session = model.start_decoding(src, n + 1, compile=compile)
             if beam == 1:
                 tokens = generate(session, bos, GenerationConfig(n, stop_tokens=(EOS_ID,), pad_id=PAD_ID))
             else:
@@ -408,7 +411,7 @@ def translation_row(args: argparse.Namespace, work: Path) -> dict:
           f", {len(ids)} test_2016_flickr sentences", flush=True)
     path = ct2_translation(model, work / "translation.ct2")
     res: dict = {"weights_mb": _sizes(model, lambda o, q: ct2_translation(model, o, q), path)}
-    sides = _sides(model, lambda ct: load_ct2("translation", path, ct, torch.get_num_threads()))
+    sides = _sides(model, lambda ct: load_ct2("translation", path, ct, torch.get_num_threads()), compiled=True)
     res["conversion_max_logp_diff"] = check_translation(model, sides["ct2 float32"], ids)
     print(f"  conversion check: max |log p| difference (attnkit vs CTranslate2 fp32) "
           f"{res['conversion_max_logp_diff']:.2e}")
@@ -457,7 +460,7 @@ def gpt_row(args: argparse.Namespace, work: Path) -> dict:
           flush=True)
     path = ct2_gpt(model, work / "gpt.ct2", eos)
     res: dict = {"weights_mb": _sizes(model, lambda o, q: ct2_gpt(model, o, eos, q), path)}
-    sides = _sides(model, lambda ct: load_ct2("gpt", path, ct, torch.get_num_threads()))
+    sides = _sides(model, lambda ct: load_ct2("gpt", path, ct, torch.get_num_threads()), compiled=True)
     g = torch.Generator().manual_seed(1)
     probe = torch.randint(0, vocab - 1, (2, 16), generator=g)
     with torch.inference_mode():
@@ -481,9 +484,9 @@ def gpt_row(args: argparse.Namespace, work: Path) -> dict:
     return res
 
 
-def attnkit_generate(model: nn.Module, prompts: Tensor, n_new: int, eos: int) -> list[list[int]]:
+def attnkit_generate(model: nn.Module, prompts: Tensor, n_new: int, eos: int, compile: bool = False) -> list[list[int]]:
     with torch.inference_mode(), frozen_weights():
-        session = model.start_decoding(None, prompts.shape[1] + n_new)
+        session = model.start_decoding(None, prompts.shape[1] + n_new, compile=compile)
         return generate(session, prompts, GenerationConfig(n_new, stop_tokens=(eos,))).tolist()
 
 
@@ -580,26 +583,35 @@ def ct2_embed(encoder, batches: list[tuple[Tensor, Tensor]], lists: list[list[li
 
 
 # ------------------------------------------------------------------------------------- shared parts
-def _sides(model: nn.Module, ct2: Callable[[str], object]) -> dict[str, object]:
-    """attnkit fp32 / int8 / bf16 (copies of ``model``) and CTranslate2 with each compute type."""
+def _sides(model: nn.Module, ct2: Callable[[str], object], compiled: bool = False) -> dict[str, object]:
+    """attnkit fp32 / int8 / bf16 (copies of ``model``; fp32-compiled where ``compiled``) and CTranslate2
+    with each compute type."""
     sides: dict[str, object] = {}
     for mode in ct2_modes():
         sides[f"ct2 {mode}"] = ct2(mode)
     for mode in ATTNKIT_MODES:
-        sides[f"attnkit {mode}"] = variant(model, mode)
+        if compiled or not mode.endswith("-compiled"):
+            sides[f"attnkit {mode}"] = variant(model, mode)
     return sides
 
 
 def _runners(sides: dict[str, object], ours: Callable, theirs: Callable) -> dict[str, Callable[[], object]]:
-    """One no-argument runner per side: ``ours(model)`` for attnkit's, ``theirs(engine)`` for CTranslate2's."""
-    return {side: functools.partial(_with_kernel, kernel_of(side), ours, m) if side.startswith("attnkit")
-            else functools.partial(theirs, m) for side, m in sides.items()}
+    """One no-argument runner per side: ``ours(model)`` for attnkit's (``ours(model, compile=True)`` for a
+    compiled side), ``theirs(engine)`` for CTranslate2's."""
+    def runner(side: str, m: object) -> Callable[[], object]:
+        if not side.startswith("attnkit"):
+            return functools.partial(theirs, m)
+        fn = functools.partial(ours, compile=True) if side.endswith("-compiled") else ours
+        return functools.partial(_with_kernel, kernel_of(side), fn, m)
+
+    return {side: runner(side, m) for side, m in sides.items()}
 
 
 def _sizes(model: nn.Module, convert: Callable[[Path, str | None], Path], path: Path) -> dict[str, float]:
     """Weight megabytes: attnkit fp32 / int8 / bf16 (tensors, tied ones once) and CTranslate2's model.bin in
     fp32 and int8 (the specification converted again with ``quantization="int8"`` to measure it)."""
-    mb = {f"attnkit {m}": weight_bytes(variant(model, m)) / 2**20 for m in ATTNKIT_MODES if m != "fp32-mkl"}
+    mb = {f"attnkit {m}": weight_bytes(variant(model, m)) / 2**20 for m in ATTNKIT_MODES
+          if m == "fp32" or not m.startswith("fp32") and not m.endswith("-compiled")}
     mb["ct2 float32"] = (path / "model.bin").stat().st_size / 2**20
     mb["ct2 int8"] = (convert(path.with_name(path.name + ".int8"), "int8") / "model.bin").stat().st_size / 2**20
     print("  weights (MB): " + ", ".join(f"{k} {v:.1f}" for k, v in mb.items()))
@@ -649,6 +661,8 @@ def agreement(outputs: dict[str, object], vectors: bool) -> dict[str, str]:
     pairs = [("attnkit fp32", "ct2 float32")]
     pairs += [(s, "attnkit fp32") for s in outputs if s.startswith("attnkit") and s != "attnkit fp32"]
     pairs += [(s, "ct2 float32") for s in outputs if s.startswith("ct2") and s != "ct2 float32"]
+    pairs += [(s, s.removesuffix("-compiled")) for s in outputs  # a compiled step vs the same model eager
+              if s.endswith("-compiled") and s.removesuffix("-compiled") in outputs and s != "attnkit fp32-compiled"]
     out = {}
     for a, b in pairs:
         x, y = outputs[a], outputs[b]
@@ -733,7 +747,8 @@ def child_rss(work: Path, kind: str, model: nn.Module, ct2_path: Path, ours: Cal
     and reports its peak; the "baseline" child imports torch, ctranslate2 and attnkit and loads the inputs
     only (subtract it to get what a side adds)."""
     out = {}
-    for side in ["baseline", *(f"ct2 {m}" for m in ct2_modes()), *(f"attnkit {m}" for m in ATTNKIT_MODES)]:
+    modes = [m for m in ATTNKIT_MODES if not m.endswith("-compiled")]  # (a compiled step holds fp32's weights)
+    for side in ["baseline", *(f"ct2 {m}" for m in ct2_modes()), *(f"attnkit {m}" for m in modes)]:
         job = {"side": side, "kind": kind, "ct2_path": str(ct2_path), "threads": torch.get_num_threads(),
                "kernel": kernel_of(side),
                "fn": theirs if side.startswith("ct2") else ours}  # the baseline holds the inputs too

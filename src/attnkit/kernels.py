@@ -15,6 +15,10 @@ Training runs ``F.linear`` (MKL on x86 CPUs), the reference path every equivalen
 * ``"mkl"``: ``F.linear`` (with :class:`~attnkit.layers.linear.FastLinear`'s [in, out] copies for one-row
   products).
 
+Under ``torch.compile`` the oneDNN product is the custom op ``attnkit::onednn_linear`` (Inductor's own
+oneDNN linear lowering needs the weights frozen into constants, which would go stale when they change; the
+op keeps them graph inputs and Inductor fuses the element-wise work around it).
+
 The default is ``"onednn"`` where PyTorch has oneDNN and the CPU is not Intel's (CTranslate2's rule) and
 ``"mkl"`` on Intel CPUs (not measured by this project; CTranslate2 uses MKL there).
 ``ATTNKIT_FP32_KERNEL=mkl|onednn`` or :func:`set_fp32_kernel` overrides it. Both compute the same fp32
@@ -24,9 +28,10 @@ products in different summation orders: results differ by rounding (about 1e-7 r
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -101,6 +106,8 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     autograd is on (training: the reference path), off the CPU or outside fp32; else the process's fp32
     kernel (:func:`fp32_kernel`)."""
     if onednn_applies(x, weight):
+        if torch.compiler.is_compiling():
+            return torch.ops.attnkit.onednn_linear(x, weight, bias)
         return onednn_linear(x, weight, bias)
     return F.linear(x, weight, bias)
 
@@ -108,3 +115,25 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
 def onednn_linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     """oneDNN's fp32 ``x W^T + b`` (shapes as :func:`linear`), whatever the kernel choice; no autograd."""
     return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
+
+
+@torch.library.custom_op("attnkit::onednn_linear", mutates_args=())
+def _onednn_linear_op(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    """:func:`onednn_linear` as an operator that ``torch.compile`` keeps whole (inference only: no autograd)."""
+    return onednn_linear(x, weight, bias)
+
+
+@_onednn_linear_op.register_fake
+def _(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    return x.new_empty((*x.shape[:-1], weight.shape[0]))
+
+
+_compiled: dict[Callable, Callable] = {}
+
+
+def compiled(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``torch.compile(fn)`` (Inductor, shapes made dynamic only when they change), made once per function on
+    first use, so that importing compiles nothing. Used for decoding steps (``GPTSession(compile=True)``)."""
+    if fn not in _compiled:
+        _compiled[fn] = torch.compile(fn, dynamic=None)
+    return _compiled[fn]

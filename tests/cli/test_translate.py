@@ -134,3 +134,26 @@ def test_rnn_architecture(run_dir: Path, tmp_path: Path, monkeypatch: pytest.Mon
     _stdin(monkeypatch, b"3 June 2001\n\n")
     assert main(["translate", "run", str(out), "--beam", "2"]) == 0
     assert len(capsys.readouterr().out.split("\n")) == 3
+    if score == "hard":
+        _stdin(monkeypatch, b"3 June 2001\n")
+        assert main(["translate", "run", str(out), "--compile"]) == 2
+        assert "has no compiled decoding step" in capsys.readouterr().err
+
+
+def test_attn_dropout_flag_and_compiled_decoding(run_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                 capsys) -> None:
+    """--attn-dropout reaches the model config; `translate run --compile` prints what the eager run prints."""
+    data = run_dir.parent / "data"
+    out = tmp_path / "ad"
+    assert main(["translate", "train", "--data", str(data), "--src", "words", "--tgt", "iso", "--out", str(out),
+                 "--preset", "tiny", "--vocab-size", "120", "--max-tokens", "512", "--steps", "1", "--dropout", "0.2",
+                 "--attn-dropout", "0", "--eval-every", "0", "--val-bleu-n", "0", "--quiet"]) == 0
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["dropout"] == 0.2 and cfg["attn_dropout"] == 0.0
+    lines = b"3 June 2001\nthe fourth of july, nineteen ninety\n"
+    printed = {}
+    for extra in ([], ["--compile"]):
+        _stdin(monkeypatch, lines)
+        assert main(["translate", "run", str(run_dir), "--beam", "2", "--quiet", *extra]) == 0
+        printed[bool(extra)] = capsys.readouterr().out
+    assert printed[True] == printed[False] and printed[True].count("\n") == 2

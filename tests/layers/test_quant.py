@@ -128,9 +128,9 @@ def test_int8_linear_keeps_one_packed_weight_per_kernel_and_sees_new_weights() -
     big, one = torch.randn(40, 64), torch.randn(1, 64)
     with torch.no_grad():
         first = q(big), q(one)
-        packed = {k: id(v[1]) for k, v in q._packed.items()}
+        packed = {k: id(v) for k, v in quant._DERIVED[id(q.qweight)][2].items()}
         again = q(big), q(one)
-        assert {k: id(v[1]) for k, v in q._packed.items()} == packed
+        assert {k: id(v) for k, v in quant._DERIVED[id(q.qweight)][2].items()} == packed
         assert len(packed) == (2 if quant._native_bf16() else 1)
         for x, got in zip((big, one), again, strict=True):
             alone = Int8Linear.from_parts(q.qweight.clone(), q.scale.clone(), q.bias)
@@ -138,6 +138,9 @@ def test_int8_linear_keeps_one_packed_weight_per_kernel_and_sees_new_weights() -
         other = Int8Linear.from_parts(*quantize_rows(torch.randn(40, 64)), torch.randn(40))
         q.load_state_dict(other.state_dict())
         assert torch.equal(q(big), other(big)) and torch.equal(q(one), other(one))
+    key = id(q.qweight)
+    del q, again, alone  # the derived weights go with their int8 weight
+    assert key not in quant._DERIVED
 
 
 def test_bf16_linear_is_within_bf16_rounding() -> None:

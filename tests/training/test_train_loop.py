@@ -193,3 +193,21 @@ def test_run_dir_that_is_a_file_is_an_input_error(tmp_path) -> None:
     (tmp_path / "f").write_text("x")
     with pytest.raises(InputError, match="not a directory"):
         _run(tmp_path / "f", max_steps=1)
+
+
+def test_decay_to_time_ends_the_cosine_at_the_time_limit(tmp_path) -> None:
+    kw = dict(max_steps=10**6, warmup=2, schedule="cosine", min_lr=0.0, decay_to="time", ckpt_every=5)
+    first, _ = _run(tmp_path, ToyTask(sleep=0.02), time_limit_s=0.6, **kw)
+    assert first.stop_reason == "time_limit" and first.step > 8
+    lrs = [r["lr"] for r in read_metrics(tmp_path) if r["kind"] == "train"]
+    peak = _cfg().lr
+    assert lrs[2] == pytest.approx(peak)  # the first update after warm-up: progress 0
+    assert all(a >= b for a, b in zip(lrs[2:], lrs[3:], strict=False))  # decaying
+    assert lrs[-1] < 0.1 * peak  # the deadline reached (a step-based cosine over 10**6 steps: ~peak)
+    state = ck.load_training_state(latest_checkpoint(tmp_path), map_location="cpu")
+    assert 0 < state["decay_start_s"] < state["elapsed_s"]
+    # Resumed with more time: the decay restarts from where it was, not from the peak, and ends at the new limit.
+    rest, _ = _run(tmp_path, ToyTask(sleep=0.02), time_limit_s=0.6, **kw)
+    assert rest.resumed_from == first.step
+    lrs = [r["lr"] for r in read_metrics(tmp_path) if r["kind"] == "train" and r["step"] > first.step]
+    assert lrs[0] < 0.9 * peak and lrs[-1] < 0.1 * peak

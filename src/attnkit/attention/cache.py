@@ -11,6 +11,15 @@ W keys, Mistral's attention) it keeps only what later queries can see: its buffe
 positions, and when it is full the last W - 1 keys move to the front of a fresh buffer (one copy of W - 1
 keys every W or so steps, about one key per step), so memory does not grow with the generated length.
 ``start`` is then the absolute position of the first key held.
+
+Compiled decoding steps (``torch.compile``) need the same shapes at every step to reuse their code:
+:class:`StaticKVCache` is the fixed-capacity cache they write into (gpt-fast's static cache), attended in
+full under a key mask. A decoding step of a small model is many small operations (norms, activations,
+residual sums, attention over a few keys) between its matrix products; eagerly each costs a dispatch and a
+pass over memory, a fixed cost per step that dominates at batch 1, and compiled they fuse into a few loops
+around the products. Capacities are rounded up to a multiple of :data:`CAPACITY_STEP` (:func:`static_capacity`)
+so that calls of similar lengths share one compiled step; a new batch size or capacity compiles again
+(tens of seconds on a 2-core CPU the first time; later processes reuse Inductor's on-disk cache).
 """
 
 from __future__ import annotations
@@ -34,6 +43,11 @@ class KVCache:
         self.v: Tensor | None = None
         self.length = 0  # positions written so far
         self.start = 0  # absolute position of the first key held (0 without a window)
+
+    @property
+    def filled(self) -> bool:
+        """Whether anything was written (a cross-attention cache is filled once, at the first step)."""
+        return self.length > 0
 
     @property
     def held(self) -> int:
@@ -121,3 +135,60 @@ class KVCache:
         if self.k is not None and self.v is not None:
             self.k, self.v = self.k.to(device), self.v.to(device)
         return self
+
+
+CAPACITY_STEP = 64
+
+
+def static_capacity(n: int, limit: int) -> int:
+    """``n`` positions rounded up to a multiple of :data:`CAPACITY_STEP`, at most ``limit`` (and >= n)."""
+    return max(n, min(-(-n // CAPACITY_STEP) * CAPACITY_STEP, limit))
+
+
+class StaticKVCache:
+    """A cache of fixed shape for compiled decoding steps (gpt-fast's static cache): keys and values
+    [B, H, capacity, Dh], zero beyond what was written, so that every step has the same shapes.
+
+    ``append`` writes the step's keys and values at the positions in ``write_at`` (a [t] tensor the
+    session updates in place between steps; one tensor shared by every layer) and returns the whole
+    buffers: the caller's key mask says which positions are real (positions not yet written hold zeros,
+    never NaN, so masking them out is exact). It is made from a filled :class:`KVCache` (the prompt's step
+    runs uncompiled)."""
+
+    filled = True  # (a constant: a compiled step reads it without depending on a length)
+
+    def __init__(self, k: Tensor, v: Tensor, write_at: Tensor | None) -> None:
+        self.k, self.v, self.write_at = k, v, write_at
+
+    @classmethod
+    def holding(cls, cache: KVCache, capacity: int, write_at: Tensor | None) -> StaticKVCache:
+        """The keys and values ``cache`` holds (it must start at position 0) in buffers of ``capacity``;
+        ``write_at`` None for a cache that is only read (cross-attention's encoder keys and values)."""
+        if cache.start != 0:
+            raise ValueError("a static cache holds every position from 0 (no sliding window)")
+        k, v = cache.view()  # (B, H, n, Dh)
+        if capacity < k.shape[2]:
+            raise ValueError(f"static cache capacity {capacity} < the {k.shape[2]} positions held")
+        big_k = k.new_zeros(*k.shape[:2], capacity, k.shape[3])
+        big_v = v.new_zeros(*v.shape[:2], capacity, v.shape[3])
+        big_k[:, :, : k.shape[2]], big_v[:, :, : v.shape[2]] = k, v
+        return cls(big_k, big_v, write_at)
+
+    def append(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        """Write k, v [B, H, t, Dh] at positions ``write_at`` [t]; return the buffers [B, H, capacity, Dh]."""
+        assert self.write_at is not None, "a read-only static cache"
+        self.k.index_copy_(2, self.write_at, k)
+        self.v.index_copy_(2, self.write_at, v)
+        return self.k, self.v
+
+    def view(self) -> tuple[Tensor, Tensor]:
+        """The buffers [B, H, capacity, Dh] (what a read-only cache serves)."""
+        return self.k, self.v
+
+    def reorder(self, index: Tensor) -> None:
+        """Keep batch rows ``index`` [B'] (B' == B: in place, the shapes stay)."""
+        if index.shape[0] == self.k.shape[0]:
+            self.k.copy_(self.k.index_select(0, index))
+            self.v.copy_(self.v.index_select(0, index))
+        else:
+            self.k, self.v = self.k.index_select(0, index), self.v.index_select(0, index)

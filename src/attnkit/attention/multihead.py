@@ -29,7 +29,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
-from attnkit.attention.cache import KVCache
+from attnkit.attention.cache import KVCache, StaticKVCache
 from attnkit.attention.fast import STACK_MIN_TOKENS, StackedProjections, fast_attention
 from attnkit.attention.masks import check_mask, self_attention_mask
 from attnkit.attention.rope import RotaryEmbedding
@@ -124,13 +124,14 @@ class MultiHeadAttention(DerivedOwner, nn.Module):
     def _project(self, query: Tensor, key: Tensor | None, value: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
         """The projections q [B, T, E], k and v [B, S, Hkv * Dh] (stacked in one product when large)."""
         b, t, _ = query.shape
-        if key is None and b * t >= STACK_MIN_TOKENS:
+        stack = not torch.compiler.is_compiling()  # compiled: separate products (no derived weights to trace)
+        if key is None and b * t >= STACK_MIN_TOKENS and stack:
             return self._stacked(query, (self.q_proj, self.k_proj, self.v_proj))
         key = query if key is None else key
         value = key if value is None else value
         self._check_inputs(query, key, value)
         q = self.q_proj(query)
-        if value is key and key.shape[0] * key.shape[1] >= STACK_MIN_TOKENS:
+        if value is key and key.shape[0] * key.shape[1] >= STACK_MIN_TOKENS and stack:
             k, v = self._stacked(key, (self.k_proj, self.v_proj))  # cross: K and V at once
         else:
             k, v = self.k_proj(key), self.v_proj(value)
@@ -144,7 +145,7 @@ class MultiHeadAttention(DerivedOwner, nn.Module):
         (normalised, rotated), after the cache's when there is one."""
         if key is not None and self.rope is not None:
             raise ValueError("rotary positions apply to self-attention only (key must be None)")
-        if key is not None and cache is not None and cache.length > 0:
+        if key is not None and cache is not None and cache.filled:
             q = self._split(self.q_proj(query), self.num_heads)
             k, v = cache.view()  # cross-attention: the encoder's keys/values were stored at step 0
             return (q if self.q_norm is None else self.q_norm(q)), k, v
@@ -171,7 +172,7 @@ class MultiHeadAttention(DerivedOwner, nn.Module):
         mask: Tensor | None = None,
         causal: bool = False,
         need_weights: bool = False,
-        cache: KVCache | None = None,
+        cache: KVCache | StaticKVCache | None = None,
         positions: Tensor | None = None,
     ) -> AttentionOutput:
         """query [B, T, E]; key [B, S, kdim] and value [B, S, vdim], or None for self-attention.

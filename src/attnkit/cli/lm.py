@@ -90,6 +90,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--top-p", type=float, help="sample from the smallest set of mass >= p")
     s.add_argument("--seed", type=int, help="for reproducible samples")
     s.add_argument("--num-samples", type=int, default=1)
+    s.add_argument("--compile", action="store_true",
+                   help="compile the one-token decoding step (torch.compile: faster for long outputs after a first "
+                        "compile of tens of seconds; the same tokens)")
     add_chat_args(s)
     s.set_defaults(func=cmd_sample)
 
@@ -181,7 +184,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     run = load_lm(args)
     generator: Generator = run.inference
     options = dict(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
-                   top_p=args.top_p, seed=args.seed, num_samples=args.num_samples)
+                   top_p=args.top_p, seed=args.seed, num_samples=args.num_samples, compile=args.compile)
     if messages is not None:
         if not run.can("chat"):
             raise InputError(f"{run.path}: this model has no chat template (Llama / Qwen2 / Mistral directories do)")

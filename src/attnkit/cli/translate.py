@@ -83,6 +83,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--d-ff", type=int, help="override the FFN width")
     t.add_argument("--layers", type=int, help="override encoder and decoder depth")
     t.add_argument("--dropout", type=float, help="override the preset's dropout")
+    t.add_argument("--attn-dropout", type=float,
+                   help="dropout on attention weights (default: --dropout; Marian's default is 0)")
     t.add_argument("--pre-norm", action="store_true", help="pre-norm layers (default: post-norm, the paper's)")
     t.add_argument("--positions", choices=("sinusoidal", "learned"), default="sinusoidal")
     t.add_argument("--max-len", type=int, default=256, help="longest source/target in subword tokens")
@@ -139,6 +141,9 @@ def _decode_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-tokens", type=int, default=3000,
                    help="source tokens per batch, times the beam size (default %(default)s)")
     p.add_argument("--quiet", action="store_true", help="no progress bar on stderr")
+    p.add_argument("--compile", action="store_true",
+                   help="compile the one-token decoding step (torch.compile; Transformer models; faster on large "
+                        "inputs after a first compile of tens of seconds per batch shape)")
     d = p.add_argument_group("decoding options (every encoder-decoder)")
     d.add_argument("--n-best", type=int, help="print the K best hypotheses of the beam (K <= --beam) as TSV: "
                    "line index, rank, score, text")
@@ -173,7 +178,8 @@ def _decode_options(args: argparse.Namespace, translator: Translator) -> DecodeO
                              sample=args.sample, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
                              seed=args.seed, no_repeat_ngram=args.no_repeat_ngram, max_len_a=args.max_len_a,
                              max_len_b=args.max_len_b, prefix=prefix,
-                             early_stopping={"true": True, "false": False}.get(args.early_stopping, "never"))
+                             early_stopping={"true": True, "false": False}.get(args.early_stopping, "never"),
+                             compile=args.compile)
     except ValueError as exc:  # "<field> must be ...": name the flag
         name, rest = str(exc).split(" ", 1)
         raise InputError(f"{DECODE_FLAGS.get(name, name)} {rest}") from None
@@ -205,7 +211,7 @@ def _model_config(args: argparse.Namespace, src_vocab: int, tgt_vocab: int) -> d
         return _rnn_config(args, src_vocab, tgt_vocab)
     over = {k: v for k, v in {"d_model": args.d_model, "n_heads": args.heads, "d_ff": args.d_ff,
                               "n_encoder_layers": args.layers, "n_decoder_layers": args.layers,
-                              "dropout": args.dropout}.items() if v is not None}
+                              "dropout": args.dropout, "attn_dropout": args.attn_dropout}.items() if v is not None}
     try:
         cfg = TransformerConfig.preset(args.preset, src_vocab_size=src_vocab, tgt_vocab_size=tgt_vocab,
                                        norm_first=args.pre_norm, positions=args.positions, max_len=args.max_len,
@@ -217,6 +223,8 @@ def _model_config(args: argparse.Namespace, src_vocab: int, tgt_vocab: int) -> d
 
 
 def _rnn_config(args: argparse.Namespace, src_vocab: int, tgt_vocab: int) -> dict:
+    if args.attn_dropout is not None:
+        raise InputError("--attn-dropout is an option of --arch transformer (the RNN has no attention dropout)")
     over = {k: v for k, v in {"d_emb": args.d_model, "d_hidden": args.d_model, "n_layers": args.layers,
                               "dropout": args.dropout}.items() if v is not None}
     try:
@@ -238,8 +246,9 @@ def _check_train_args(args: argparse.Namespace) -> None:
                                                          ("--d-ff", args.d_ff), ("--layers", args.layers),
                                                          ("--max-train-lines", args.max_train_lines),
                                                          ("--average-last", args.average_last)) if v is not None]
-    if args.dropout is not None:
-        checks.append(("--dropout", args.dropout, 0.0 <= args.dropout < 1.0, "in [0, 1)"))
+    for flag, value in (("--dropout", args.dropout), ("--attn-dropout", args.attn_dropout)):
+        if value is not None:
+            checks.append((flag, value, 0.0 <= value < 1.0, "in [0, 1)"))
     for flag, value, ok, rule in checks:
         if not ok:
             raise InputError(f"{flag} must be {rule}, got {value}")

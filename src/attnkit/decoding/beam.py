@@ -110,7 +110,8 @@ def _beam_search(session: DecoderSession, prompt: Tensor, cfg: BeamConfig) -> Be
             _finish_alive(finished, done, active, scores, history, k, cfg)
             break
         alive = ~done[active]
-        if worth_dropping(int((~alive).sum()), a):  # drop the rows of the sentences that are done
+        # Drop the rows of the sentences that are done (not from a session whose shapes must stay: fixed_rows).
+        if not getattr(session, "fixed_rows", False) and worth_dropping(int((~alive).sum()), a):
             groups = alive.nonzero().squeeze(1)
             keep = (groups.unsqueeze(1) * k + torch.arange(k)).view(-1).to(device)
             active, scores, rows, token, history = (active[groups], scores[groups.to(device)], rows[keep],

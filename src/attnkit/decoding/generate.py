@@ -39,6 +39,8 @@ class DecoderSession(Protocol):
 
     # Optional: ``step_last(tokens [B, t]) -> logits [B, V]`` of the last position only; ``generate`` uses
     # it when present (a model then skips the output projection of every other prompt position).
+    # ``fixed_rows = True``: finished rows are not dropped (a compiled session's shapes must stay the same;
+    # see attnkit.attention.cache.StaticKVCache).
 
 
 @dataclass
@@ -148,7 +150,8 @@ def _generate(session: DecoderSession, prompt: Tensor, cfg: GenerationConfig,
             # Greedy decoding drops the stopped rows from the session once they are a few (their steps are
             # wasted work; dropping copies the others' caches). Sampling keeps them, so that a seed draws the
             # same random numbers whatever stops when.
-            if cfg.temperature == 0.0 and worth_dropping(int(done.sum()), done.numel()):
+            if (cfg.temperature == 0.0 and not getattr(session, "fixed_rows", False)
+                    and worth_dropping(int(done.sum()), done.numel())):
                 keep = (~done).nonzero().squeeze(1)
                 session.reorder(keep)
                 rows, token, done = rows[keep], token[keep], done[keep]
@@ -166,7 +169,8 @@ def last_logits(session: DecoderSession, tokens: Tensor) -> Tensor:
 class PromptedModel(Protocol):
     """A model that opens a DecoderSession for a (left-padded) prompt batch, e.g. ``attnkit.models.gpt.GPT``."""
 
-    def start_decoding(self, prompt_mask: Tensor | None = None, max_len: int | None = None) -> DecoderSession: ...
+    def start_decoding(self, prompt_mask: Tensor | None = None, max_len: int | None = None,
+                       compile: bool = False) -> DecoderSession: ...
 
 
 class TextCodec(Protocol):
@@ -200,7 +204,7 @@ def _prompt_rows(tokenizer: TextCodec, prompts: list[str | list[int]], context: 
 
 def generate_text(
     model: PromptedModel, tokenizer: TextCodec, prompts: list[str | list[int]], cfg: GenerationConfig,
-    device: torch.device | str = "cpu", context: int | None = None,
+    device: torch.device | str = "cpu", context: int | None = None, compile: bool = False,
 ) -> list[str]:
     """Continue each prompt (text, or token ids); returns the generated text of each (without the prompt,
     up to and including a stop token). Prompts of different lengths are decoded together (left-padded),
@@ -209,10 +213,11 @@ def generate_text(
     ``context``: the model's maximum length. When prompt + new tokens would exceed it, generation goes on
     in windows: once the context is full, the last ``context // 2`` tokens of each row are fed again as a
     fresh prompt (positions restart at 0, as nanoGPT's cropping does). None: no windowing (the session
-    raises ValueError when its cache is full)."""
+    raises ValueError when its cache is full). ``compile``: one-token steps compiled (the model's
+    ``start_decoding(compile=True)``; the same tokens, faster once compiled)."""
     rows = _prompt_rows(tokenizer, prompts, context)
     with frozen_weights():  # the weights' derived copies are made once for every window
-        new = _generate_windows(model, rows, cfg, device, context)
+        new = _generate_windows(model, rows, cfg, device, context, compile=compile)
     return [tokenizer.decode(r) for r in new]
 
 
@@ -223,7 +228,7 @@ TextCallback = Callable[[int, str, bool], None]
 
 def stream_text(
     model: PromptedModel, tokenizer: TextCodec, prompts: list[str | list[int]], cfg: GenerationConfig,
-    on_text: TextCallback, device: torch.device | str = "cpu", context: int | None = None,
+    on_text: TextCallback, device: torch.device | str = "cpu", context: int | None = None, compile: bool = False,
 ) -> None:
     """:func:`generate_text`, streamed: the same tokens, and the same text in pieces given to ``on_text``
     as they are generated (:class:`~attnkit.decoding.textstream.TextStream`). Keeps only the last
@@ -243,7 +248,7 @@ def stream_text(
                 on_text(row, piece, False)
 
     with frozen_weights():
-        _generate_windows(model, rows, cfg, device, context, on_tokens=on_tokens, keep_all=False)
+        _generate_windows(model, rows, cfg, device, context, on_tokens=on_tokens, keep_all=False, compile=compile)
     for row, stream in enumerate(streams):
         if not stream.finished:
             on_text(row, stream.flush(), True)
@@ -252,7 +257,7 @@ def stream_text(
 def _generate_windows(model: PromptedModel, rows: list[list[int]], cfg: GenerationConfig,
                       device: torch.device | str, context: int | None,
                       on_tokens: Callable[[list[tuple[int, int]]], None] | None = None,
-                      keep_all: bool = True) -> list[list[int]]:
+                      keep_all: bool = True, compile: bool = False) -> list[list[int]]:
     """generate_text's loop over context windows: the new token ids of each row (with ``keep_all`` False,
     only their last ``context``). ``on_tokens``: called after every step with the (row, token) pairs
     emitted, rows numbered as in ``rows``."""
@@ -268,7 +273,8 @@ def _generate_windows(model: PromptedModel, rows: list[list[int]], cfg: Generati
         if context is not None:
             room = min(room, context - ids.shape[1])
         step_cfg = replace(cfg, max_new_tokens=room, seed=None if cfg.seed is None else cfg.seed + chunk)
-        session = model.start_decoding(prompt_mask=mask.to(device), max_len=ids.shape[1] + room)
+        extra = {"compile": True} if compile else {}  # (models without compiled steps take no such argument)
+        session = model.start_decoding(prompt_mask=mask.to(device), max_len=ids.shape[1] + room, **extra)
         report = None if on_tokens is None else _reporter(active, on_tokens)
         out = generate(session, ids.to(device), step_cfg, on_step=report).tolist()
         still = []

@@ -30,7 +30,8 @@ class DecodeOptions:
     max_len_b: at most a * source length + b new tokens (fairseq's; the source length is the longest of
     the batch); prefix: forced first target tokens, after any the model forces itself; early_stopping:
     beam search's stopping rule (:class:`~attnkit.decoding.beam.BeamConfig`: True, False or "never", as
-    ``generate``'s option of that name)."""
+    ``generate``'s option of that name); compile: one-token steps compiled (the model's
+    ``start_decoding(compile=True)``: the same outputs up to float rounding)."""
 
     beam_size: int = 1
     length_penalty: float = 1.0
@@ -45,6 +46,7 @@ class DecodeOptions:
     max_len_b: int = 50
     prefix: tuple[int, ...] = ()
     early_stopping: bool | str = True
+    compile: bool = False
 
     def __post_init__(self) -> None:
         checks = [("beam_size", self.beam_size >= 1, ">= 1"), ("n_best", 1 <= self.n_best <= self.beam_size,

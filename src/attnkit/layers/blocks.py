@@ -15,7 +15,7 @@ from typing import NamedTuple
 
 from torch import Tensor, nn
 
-from attnkit.attention.cache import KVCache
+from attnkit.attention.cache import KVCache, StaticKVCache
 from attnkit.attention.multihead import MultiHeadAttention
 from attnkit.attention.rope import RotaryEmbedding
 from attnkit.layers.dropout import Dropout
@@ -27,8 +27,8 @@ from attnkit.layers.norms import make_norm
 class LayerCache:
     """Per-layer decoding state: the self-attention cache and, in a decoder, the cross-attention one."""
 
-    self_attn: KVCache
-    cross_attn: KVCache | None = None
+    self_attn: KVCache | StaticKVCache
+    cross_attn: KVCache | StaticKVCache | None = None
 
     def reorder(self, index: Tensor) -> None:
         self.self_attn.reorder(index)

@@ -118,7 +118,8 @@ class Embeddings(nn.Module):
                     )
                 if self.positions == "learned":
                     positions = torch.arange(offset, offset + t, device=ids.device)
-            elif positions.numel() and int(positions.max()) >= self.max_len:
+            # (A compiled decoding step's session checks the length: reading the maximum would break its graph.)
+            elif positions.numel() and not torch.compiler.is_compiling() and int(positions.max()) >= self.max_len:
                 raise ValueError(
                     f"position {int(positions.max())} is beyond the model's maximum length {self.max_len}"
                 )

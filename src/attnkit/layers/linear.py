@@ -55,7 +55,7 @@ class FastLinear(DerivedOwner, nn.Linear):
     def forward(self, x: Tensor) -> Tensor:
         if (self.packing and x.numel() == self.in_features and self.out_features >= self.in_features
                 and x.device.type == "cpu" and not torch.is_grad_enabled() and frozen()
-                and fp32_kernel() == "mkl"):
+                and fp32_kernel() == "mkl" and not torch.compiler.is_compiling()):
             row = x.reshape(1, self.in_features)
             out = row @ self._weight_t() if self.bias is None else torch.addmm(self.bias, row, self._weight_t())
             return out.view(*x.shape[:-1], self.out_features)

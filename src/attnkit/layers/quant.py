@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import functools
 import json
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -159,7 +160,8 @@ class Int8Linear(nn.Module):
     ``kernel`` "auto" picks per call: "weight_only" for small products where the CPU has native bf16
     (``torch._weight_int8pack_mm``: x in bf16 times the int8 rows, scaled after; no activation
     quantization), else "onednn" (x quantized per row, u8 x s8 in oneDNN) or, without oneDNN, "int_mm"
-    (``torch._int_mm``). The kernel's packed copy of the weight is derived on first use (not saved)."""
+    (``torch._int_mm``). The kernel's packed copy of the weight is derived on first use (not saved; see
+    :func:`int8_linear`). Under ``torch.compile`` the product is the operator ``attnkit::int8_linear``."""
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, device=None) -> None:  # noqa: ANN001
         super().__init__()
@@ -168,10 +170,6 @@ class Int8Linear(nn.Module):
         self.register_buffer("scale", torch.ones(out_features, device=device))
         self.register_buffer("bias", torch.zeros(out_features, device=device) if bias else None)
         self.kernel = "auto"
-        # kernel -> (key of qweight, that kernel's weight): one entry per kernel, since one decoding call
-        # uses several (a prompt or an encoder pass takes oneDNN, the one-row steps the weight-only kernel);
-        # a single entry was re-packed at every switch (31% of GPT-2 int8 generation, docs/speed.md).
-        self._packed: dict[str, tuple[tuple, Tensor]] = {}
 
     @classmethod
     def from_parts(cls, qweight: Tensor, scale: Tensor, bias: Tensor | None) -> Int8Linear:
@@ -186,62 +184,97 @@ class Int8Linear(nn.Module):
         return self.qweight.float() * self.scale[:, None]
 
     def _choose(self, rows: int) -> str:
-        if self.kernel != "auto":
-            return self.kernel
-        if (rows <= WEIGHT_ONLY_MAX_ROWS and rows * self.in_features * self.out_features <= WEIGHT_ONLY_MAX_MACS
-                and _weight_only_ok(self.in_features) and _native_bf16()):
-            return "weight_only"
-        return "onednn" if _onednn_int8() else "int_mm"
-
-    def _kernel_weight(self, kernel: str) -> Tensor:
-        """What ``kernel`` multiplies by besides the activations: oneDNN's packed weight, the (in, out) copy
-        for _int_mm, or unit bf16 scales for the weight-only kernel (it reads ``qweight`` itself; the fp32
-        scales are applied after, so they are not rounded to bf16)."""
-        w = self.qweight
-        key = (w.data_ptr(), w.device, None if w.is_inference() else w._version)
-        held = self._packed.get(kernel)
-        if held is None or held[0] != key:
-            with torch.no_grad():
-                if kernel == "onednn":
-                    packed = torch.ops.onednn.qlinear_prepack(w, None)
-                elif kernel == "int_mm":
-                    packed = w.t().contiguous()
-                else:
-                    packed = torch.ones(self.out_features, dtype=torch.bfloat16, device=w.device)
-            self._packed[kernel] = held = (key, packed)
-        return held[1]
+        return choose_int8_kernel(self.kernel, rows, self.in_features, self.out_features)
 
     def forward(self, x: Tensor) -> Tensor:
-        shape = x.shape
-        rows = x.reshape(-1, self.in_features)  # (M, in)
-        if rows.shape[0] == 0:
-            return x.new_empty(*shape[:-1], self.out_features)
-        kernel = self._choose(rows.shape[0])
-        w = self._kernel_weight(kernel)
-        if kernel == "weight_only":  # (M, out) = s_w[n] * sum_k bf16(x) q, bf16 product, fp32 scale and bias
-            y = torch._weight_int8pack_mm(rows.to(torch.bfloat16), self.qweight, w) * self.scale  # fp32
-            return self._finish(y, x, shape)
-        xq, amax = quantize_activations(rows)  # (M, in) uint8, (M, 1)
-        if kernel == "onednn":  # (M, out) = s_w[n] * sum_k (xq - 128) q, fp32
-            y = torch.ops.onednn.qlinear_pointwise(xq, 1.0, _U8_OFFSET, w, self.scale, _zero_points(self.scale),
-                                                   None, 1.0, 0, torch.float32, "none", [], "")
-        else:
-            comp = self.qweight.sum(1, dtype=torch.int32) * _U8_OFFSET  # (out,) sum of the 128 offsets
-            y = (torch._int_mm(xq, w) - comp) * self.scale
-        return self._finish(y.mul_(amax * (1 / 127)), x, shape)  # s_x s_w sum p q
-
-    def _finish(self, y: Tensor, x: Tensor, shape: torch.Size) -> Tensor:
-        # In-place multiply and add: torch.addcmul with broadcast operands measured 5-50x slower here.
-        if self.bias is not None:
-            y = y.add_(self.bias)
-        return y.to(x.dtype).view(*shape[:-1], self.out_features)
-
-    def __getstate__(self) -> dict:
-        return {**super().__getstate__(), "_packed": {}}  # the kernels' copies are derived again (not pickled)
+        if torch.compiler.is_compiling():
+            return torch.ops.attnkit.int8_linear(x, self.qweight, self.scale, self.bias, self.kernel)
+        return int8_linear(x, self.qweight, self.scale, self.bias, self.kernel)
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "
                 f"kernel={self.kernel}")
+
+
+def choose_int8_kernel(kernel: str, rows: int, in_features: int, out_features: int) -> str:
+    """The kernel an int8 product of ``rows`` rows takes (``kernel`` "auto": see :class:`Int8Linear`)."""
+    if kernel != "auto":
+        return kernel
+    if (rows <= WEIGHT_ONLY_MAX_ROWS and rows * in_features * out_features <= WEIGHT_ONLY_MAX_MACS
+            and _weight_only_ok(in_features) and _native_bf16()):
+        return "weight_only"
+    return "onednn" if _onednn_int8() else "int_mm"
+
+
+# id(qweight) -> (a weak reference to it, the key of its contents, {kernel: that kernel's weight}). Held
+# outside the module so that the compiled operator, which sees tensors and not modules, finds them too;
+# one entry per kernel, since one decoding call uses several (a prompt or an encoder pass takes oneDNN, the
+# one-row steps the weight-only kernel): a single entry was re-packed at every switch (31% of GPT-2 int8
+# generation, docs/speed.md). An entry goes when its qweight is freed, and is remade when qweight changes.
+_DERIVED: dict[int, tuple[weakref.ref, tuple, dict[str, Tensor]]] = {}
+
+
+def _forget(key: int, _ref: weakref.ref) -> None:
+    _DERIVED.pop(key, None)
+
+
+def _kernel_weight(qweight: Tensor, kernel: str) -> Tensor:
+    """What ``kernel`` multiplies by besides the activations: oneDNN's packed weight, the (in, out) copy
+    for _int_mm, or unit bf16 scales for the weight-only kernel (it reads ``qweight`` itself; the fp32
+    scales are applied after, so they are not rounded to bf16)."""
+    key = (qweight.data_ptr(), qweight.device, None if qweight.is_inference() else qweight._version)
+    entry = _DERIVED.get(id(qweight))
+    if entry is None or entry[0]() is not qweight or entry[1] != key:
+        ref = weakref.ref(qweight, functools.partial(_forget, id(qweight)))
+        entry = _DERIVED[id(qweight)] = (ref, key, {})
+    held = entry[2]
+    if kernel not in held:
+        with torch.no_grad():
+            if kernel == "onednn":
+                held[kernel] = torch.ops.onednn.qlinear_prepack(qweight, None)
+            elif kernel == "int_mm":
+                held[kernel] = qweight.t().contiguous()
+            else:
+                held[kernel] = torch.ones(qweight.shape[0], dtype=torch.bfloat16, device=qweight.device)
+    return held[kernel]
+
+
+def int8_linear(x: Tensor, qweight: Tensor, scale: Tensor, bias: Tensor | None, kernel: str = "auto") -> Tensor:
+    """``x (scale[:, None] * qweight)^T + bias``: x [..., in], qweight int8 [out, in], scale [out] -> [..., out]
+    in x's dtype (:class:`Int8Linear`'s product; ``kernel`` as its attribute)."""
+    shape, out_features = x.shape, qweight.shape[0]
+    rows = x.reshape(-1, qweight.shape[1])  # (M, in)
+    if rows.shape[0] == 0:
+        return x.new_empty(*shape[:-1], out_features)
+    kernel = choose_int8_kernel(kernel, rows.shape[0], qweight.shape[1], out_features)
+    w = _kernel_weight(qweight, kernel)
+    if kernel == "weight_only":  # (M, out) = s_w[n] * sum_k bf16(x) q, bf16 product, fp32 scale and bias
+        y = torch._weight_int8pack_mm(rows.to(torch.bfloat16), qweight, w) * scale  # fp32
+    else:
+        xq, amax = quantize_activations(rows)  # (M, in) uint8, (M, 1)
+        if kernel == "onednn":  # (M, out) = s_w[n] * sum_k (xq - 128) q, fp32
+            y = torch.ops.onednn.qlinear_pointwise(xq, 1.0, _U8_OFFSET, w, scale, _zero_points(scale),
+                                                   None, 1.0, 0, torch.float32, "none", [], "")
+        else:
+            comp = qweight.sum(1, dtype=torch.int32) * _U8_OFFSET  # (out,) sum of the 128 offsets
+            y = (torch._int_mm(xq, w) - comp) * scale
+        y = y.mul_(amax * (1 / 127))  # s_x s_w sum p q
+    # In-place multiply and add: torch.addcmul with broadcast operands measured 5-50x slower here.
+    if bias is not None:
+        y = y.add_(bias)
+    return y.to(x.dtype).view(*shape[:-1], out_features)
+
+
+@torch.library.custom_op("attnkit::int8_linear", mutates_args=())
+def _int8_linear_op(x: Tensor, qweight: Tensor, scale: Tensor, bias: Tensor | None, kernel: str) -> Tensor:
+    """:func:`int8_linear` as an operator ``torch.compile`` keeps whole (its kernels' packed weights are
+    Python state)."""
+    return int8_linear(x, qweight, scale, bias, kernel)
+
+
+@_int8_linear_op.register_fake
+def _(x: Tensor, qweight: Tensor, scale: Tensor, bias: Tensor | None, kernel: str) -> Tensor:
+    return x.new_empty((*x.shape[:-1], qweight.shape[0]))
 
 
 def _weight_only_ok(in_features: int) -> bool:

@@ -25,10 +25,11 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from attnkit.attention.cache import KVCache
+from attnkit.attention.cache import KVCache, StaticKVCache, static_capacity
 from attnkit.attention.masks import padding_mask
 from attnkit.attention.rope import RopeScaling, RotaryEmbedding
 from attnkit.config_io import JsonConfig
+from attnkit.kernels import compiled
 from attnkit.layers.blocks import LayerCache, LayerStack, StackOutput, TransformerLayer
 from attnkit.layers.embeddings import Embeddings
 from attnkit.layers.linear import use_fast_linears
@@ -236,11 +237,13 @@ class GPT(nn.Module):
         out = self.layers(x, mask=attn_mask, causal=True, need_weights=need_weights, positions=positions)
         return out._replace(hidden=self.norm(out.hidden))
 
-    def start_decoding(self, prompt_mask: Tensor | None = None, max_len: int | None = None) -> GPTSession:
+    def start_decoding(self, prompt_mask: Tensor | None = None, max_len: int | None = None,
+                       compile: bool = False) -> GPTSession:
         """A DecoderSession for :func:`attnkit.decoding.generate`. ``prompt_mask`` [B, T0] marks the real
         tokens of a padded prompt batch (the first ``step``); ``max_len`` (default: the context length)
-        bounds prompt + generated tokens."""
-        return GPTSession(self, prompt_mask, max_len or self.config.max_len)
+        bounds prompt + generated tokens; ``compile``: one-token steps compiled over a static cache
+        (:class:`~attnkit.attention.cache.StaticKVCache`; not with a sliding window, which then runs uncompiled)."""
+        return GPTSession(self, prompt_mask, max_len or self.config.max_len, compile=compile)
 
 
 class GPTSession:
@@ -248,12 +251,17 @@ class GPTSession:
     the absolute positions; the slice of the keys the caches hold is passed to the layers).
 
     With ``prompt_mask`` (left padding), each row's real tokens get positions 0, 1, ... and padding keys
-    are masked out, so every row generates exactly what it would generate alone."""
+    are masked out, so every row generates exactly what it would generate alone.
 
-    def __init__(self, model: GPT, prompt_mask: Tensor | None, max_len: int) -> None:
+    ``compile``: after the prompt, each one-token ``step_last`` runs :func:`_static_step` compiled, over
+    :class:`StaticKVCache` buffers (the same logits up to float rounding; finished rows stay in the batch)."""
+
+    def __init__(self, model: GPT, prompt_mask: Tensor | None, max_len: int, compile: bool = False) -> None:
         if max_len > model.config.max_len:
             raise ValueError(f"max_len {max_len} exceeds the context length {model.config.max_len}")
         self.model, self.max_len, self.length = model, max_len, 0
+        self.compile = self.fixed_rows = compile and model.config.window is None
+        self._static: _StaticState | None = None
         self.caches = [LayerCache(self_attn=KVCache(max_len, window=model.config.window)) for _ in model.layers]
         self.prompt_mask = None if prompt_mask is None or bool(prompt_mask.all()) else prompt_mask.bool()
         self.key_mask: Tensor | None = None  # (B, max_len), True = real token; only with padding
@@ -285,13 +293,35 @@ class GPTSession:
     def step_last(self, tokens: Tensor) -> Tensor:
         """As ``step`` but only the last position's logits [B, V]: a prompt of T0 tokens costs one output
         projection instead of T0 (``generate`` uses this when a session has it)."""
+        if self.compile and self.length > 0 and tokens.shape[1] == 1:
+            return self._compiled_step(tokens)
         return self.model.lm_head(self._hidden(tokens)[:, -1])  # (B, V)
+
+    def _compiled_step(self, tokens: Tensor) -> Tensor:
+        """One token per row [B, 1] -> logits [B, V] through the compiled :func:`_static_step`."""
+        if self.length + 1 > self.max_len:
+            raise ValueError(f"cannot decode past {self.max_len} tokens ({self.length} done, 1 more)")
+        if self._static is None:
+            self._static = _StaticState.after_prompt(self)
+        st = self._static
+        positions = self._positions(tokens)  # (B, 1), or None: every row at self.length
+        if positions is None:
+            st.positions.fill_(self.length)
+        else:
+            st.positions.copy_(positions)
+        st.write_at.fill_(self.length)
+        st.key_mask[:, :, :, self.length] = True  # (a generated token is a real one)
+        logits = compiled(_static_step)(self.model, tokens, st.positions, st.key_mask, st.caches)
+        self.length += 1
+        return logits
 
     def _hidden(self, tokens: Tensor) -> Tensor:
         """tokens [B, t] -> final-LayerNorm hidden states [B, t, E]; appends them to the caches."""
         t = tokens.shape[1]
         if self.length + t > self.max_len:
             raise ValueError(f"cannot decode past {self.max_len} tokens ({self.length} done, {t} more)")
+        if self._static is not None:
+            raise ValueError("a compiled session takes one token per step_last call after its prompt")
         model = self.model
         positions = self._positions(tokens)
         x = model.embed(tokens, positions=positions, offset=self.length)  # (B, t, E)
@@ -303,8 +333,47 @@ class GPTSession:
         return model.norm(x)
 
     def reorder(self, index: Tensor) -> None:
+        if self._static is not None:
+            self._static.reorder(index)
         for cache in self.caches:
             cache.reorder(index)
         if self.key_mask is not None and self.next_pos is not None:
             self.key_mask = self.key_mask.index_select(0, index)
             self.next_pos = self.next_pos.index_select(0, index)
+
+
+class _StaticState:
+    """A compiled GPT session's fixed-shape state: the layers' static caches (capacity ``C``), the key
+    mask [B, 1, 1, C] (True = a real token written), this step's positions [B, 1] and cache slot [1]."""
+
+    def __init__(self, caches: list[LayerCache], key_mask: Tensor, positions: Tensor, write_at: Tensor) -> None:
+        self.caches, self.key_mask, self.positions, self.write_at = caches, key_mask, positions, write_at
+
+    @classmethod
+    def after_prompt(cls, session: GPTSession) -> _StaticState:
+        """From a session whose uncompiled caches hold the prompt."""
+        first = session.caches[0].self_attn
+        assert first.k is not None
+        b, n, device = first.k.shape[0], session.length, first.k.device
+        capacity = static_capacity(session.max_len, session.model.config.max_len)
+        write_at = torch.zeros(1, dtype=torch.long, device=device)
+        caches = [LayerCache(self_attn=StaticKVCache.holding(c.self_attn, capacity, write_at))
+                  for c in session.caches]
+        key_mask = torch.zeros(b, 1, 1, capacity, dtype=torch.bool, device=device)
+        key_mask[:, 0, 0, :n] = True if session.key_mask is None else session.key_mask[:, :n]
+        session.caches = []  # their keys and values now live in the static caches
+        return cls(caches, key_mask, torch.zeros(b, 1, dtype=torch.long, device=device), write_at)
+
+    def reorder(self, index: Tensor) -> None:
+        for cache in self.caches:
+            cache.self_attn.reorder(index)
+        self.key_mask = self.key_mask.index_select(0, index)
+        self.positions = self.positions.index_select(0, index)
+
+
+def _static_step(model: GPT, tokens: Tensor, positions: Tensor, key_mask: Tensor, caches: list[LayerCache]) -> Tensor:
+    """One decoding step over static caches (compiled by GPTSession): tokens [B, 1] at ``positions``
+    [B, 1], keys allowed by ``key_mask`` [B, 1, 1, C] -> logits [B, V]."""
+    x = model.embed(tokens, positions=positions)  # (B, 1, E)
+    x = model.layers(x, mask=key_mask, causal=False, caches=caches, positions=positions).hidden
+    return model.lm_head(model.norm(x)[:, -1])  # (B, V)

@@ -13,6 +13,7 @@ optionally the average of the last checkpoints), ``metrics.jsonl`` and ``checkpo
 
 from __future__ import annotations
 
+import inspect
 import json
 import sys
 from collections.abc import Callable, Sequence
@@ -310,6 +311,10 @@ class Translator:
         self._check_memory(plan, lengths, beam_size, max_tokens, extra_len)
         sp = self.specials
         rules = TokenRules(banned=sp.banned, prefix=tuple(prefix), eos_id=sp.eos, force_eos=sp.force_eos)
+        compile_arg = {"compile": True} if opts.compile else {}
+        if opts.compile and "compile" not in inspect.signature(self.model.start_decoding).parameters:
+            raise InputError(f"--compile: a {type(self.model).__name__} model has no compiled decoding step "
+                             "(Transformer models do)")
         was_training = self.model.training
         self.model.eval()
         device = next(self.model.parameters()).device
@@ -323,7 +328,7 @@ class Translator:
             src = pad_sequences([src_ids[i] for i in live], sp.pad).to(device)
             budget = opts.budget(src.shape[1], self.max_len - 1)
             bos = torch.full((len(live), 1), sp.start, dtype=torch.long, device=device)
-            session = self.model.start_decoding(src, budget + 1)
+            session = self.model.start_decoding(src, budget + 1, **compile_arg)
             hyps = decode(session, bos, budget, sp.eos, sp.pad, rules, opts)
             for row, i in enumerate(live):
                 clean = [(score, self._strip(seq)) for score, seq in hyps[row]]

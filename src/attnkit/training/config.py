@@ -16,6 +16,7 @@ from attnkit.config_io import JsonConfig
 from attnkit.errors import InputError
 
 SCHEDULES = ("noam", "inverse_sqrt", "cosine", "linear", "constant")
+DECAY_TO = ("steps", "time")  # where a cosine / linear decay ends: --steps, or the end of --time-limit
 PRECISIONS = ("fp32", "bf16", "fp16")
 TRAIN_PRECISIONS = (*PRECISIONS, "auto")  # auto: timed on the run's first batch (training.auto_precision)
 
@@ -35,6 +36,7 @@ class TrainConfig(JsonConfig, family="training", presets=()):
     warmup: int = 0
     schedule: str = "constant"
     min_lr: float = 0.0
+    decay_to: str = "steps"
     weight_decay: float = 0.0
     betas: tuple[float, float] = (0.9, 0.98)
     eps: float = 1e-9
@@ -65,6 +67,11 @@ class TrainConfig(JsonConfig, family="training", presets=()):
             (self.lr < math.inf, f"lr must be finite, got {self.lr}"),
             (self.warmup >= 0, f"warmup must be >= 0, got {self.warmup}"),
             (self.schedule in SCHEDULES, f"schedule must be one of {SCHEDULES}, got {self.schedule!r}"),
+            (self.decay_to in DECAY_TO, f"decay_to must be one of {DECAY_TO}, got {self.decay_to!r}"),
+            (self.decay_to != "time" or self.time_limit_s is not None,
+             "--decay-to time needs --time-limit (the decay ends when the time budget does)"),
+            (self.decay_to != "time" or self.schedule in ("cosine", "linear"),
+             f"--decay-to time needs --schedule cosine or linear, got {self.schedule!r}"),
             (0 <= self.min_lr <= self.lr, f"min_lr must be in [0, lr], got {self.min_lr}"),
             (self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}"),
             (self.weight_decay < math.inf, f"weight_decay must be finite, got {self.weight_decay}"),
@@ -87,10 +94,12 @@ class TrainConfig(JsonConfig, family="training", presets=()):
                 raise InputError(message)
 
     def to_dict(self) -> dict:
-        """The JSON object; ``shard`` only when set (train_config.json of unsharded runs is unchanged)."""
+        """The JSON object; ``shard`` and ``decay_to`` only when not the default (earlier runs' files unchanged)."""
         d = {**super().to_dict(), "betas": list(self.betas)}
         if not d["shard"]:
             del d["shard"]
+        if d["decay_to"] == "steps":
+            del d["decay_to"]
         return d
 
 
@@ -107,6 +116,9 @@ def add_train_args(parser: argparse.ArgumentParser, defaults: TrainConfig | None
     g.add_argument("--warmup", type=int, default=d.warmup, help="linear warm-up steps (default %(default)s)")
     g.add_argument("--schedule", choices=SCHEDULES, default=d.schedule, help="after warm-up (default %(default)s)")
     g.add_argument("--min-lr", type=float, default=d.min_lr, help="floor of cosine/linear decay")
+    g.add_argument("--decay-to", choices=DECAY_TO, default=d.decay_to,
+                   help="cosine/linear decay ends at --steps, or 'time': at the end of --time-limit "
+                        "(whichever comes first; default %(default)s)")
     g.add_argument("--weight-decay", type=float, default=d.weight_decay, help="AdamW decay of >=2-D weights")
     g.add_argument("--betas", type=float, nargs=2, default=list(d.betas), metavar=("B1", "B2"))
     g.add_argument("--eps", type=float, default=d.eps, help="Adam epsilon (default %(default)s)")
@@ -135,6 +147,7 @@ def train_config_from_args(args: argparse.Namespace, **extra: object) -> TrainCo
         warmup=args.warmup,
         schedule=args.schedule,
         min_lr=args.min_lr,
+        decay_to=args.decay_to,
         weight_decay=args.weight_decay,
         betas=tuple(args.betas),
         eps=args.eps,

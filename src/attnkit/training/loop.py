@@ -35,7 +35,7 @@ from attnkit.training.auto_precision import PrecisionChoice, choose_precision
 from attnkit.training.config import TrainConfig
 from attnkit.training.metrics import MetricsLog, progress_bar
 from attnkit.training.optim import autocast, build_optimizer, check_precision, grad_scaler
-from attnkit.training.schedules import build_scheduler
+from attnkit.training.schedules import Deadline, build_scheduler
 
 # One optimizer update may read the training data at most this many times (gradient accumulation).
 MAX_EPOCHS_PER_UPDATE = 10
@@ -174,6 +174,7 @@ class _Trainer:
         self.scaler = grad_scaler(cfg.precision, self.device)
         self.log = MetricsLog(run_dir, info.is_main)
         self.step, self.elapsed_before = 0, 0.0
+        self.decay_start_before: float | None = None  # --decay-to time: where warm-up ended (training seconds)
         self.probe_s = 0.0  # seconds spent choosing --precision auto (they count against the time limit)
         self.position = DataPosition()
         self.meta = {"family": task.family, "attnkit_version": __version__,
@@ -248,6 +249,7 @@ class _Trainer:
             self.scaler.load_state_dict(state["scaler"])
             self.step = int(state["step"])
             self.elapsed_before = float(state["elapsed_s"])
+            self.decay_start_before = state.get("decay_start_s")
             self.position = DataPosition.from_dict(state["position"])
             rng = state["rng"]
         except (KeyError, ValueError, TypeError, RuntimeError) as exc:
@@ -283,6 +285,11 @@ class _Trainer:
         self.net = self._wrap()
         stream = BatchStream(self.task.batches, self.position)
         self.started = started = time.monotonic()
+        if self.cfg.decay_to == "time":  # the decay ends with this session's time limit
+            assert self.cfg.time_limit_s is not None  # (validated)
+            deadline = Deadline(started, self.elapsed_before, self.cfg.time_limit_s - self.probe_s,
+                                self.decay_start_before)
+            self.scheduler = build_scheduler(self.optimizer, self.cfg, last_step=self.step, deadline=deadline)
         bar = progress_bar(self.cfg.max_steps, self.step, self.info.is_main and not self.cfg.quiet)
         window = {"loss": 0.0, "tokens": 0.0, "t": time.monotonic()}
         saved_at = evaluated_at = -1
@@ -430,6 +437,9 @@ class _Trainer:
                 "elapsed_s": self.elapsed_before + time.monotonic() - started, "rng": rngs,
                 "world": self.info.world,
             }
+            decay_start = getattr(self.scheduler.lr_lambdas[0], "decay_start_s", None)
+            if decay_start is not None:
+                state["decay_start_s"] = decay_start
             meta = {**self.meta, "train_config": self.cfg.to_dict()}
             self.result.checkpoint = ck.save_checkpoint(self.run_dir, self.step, weights, state, meta,
                                                         self.cfg.keep_last)
