@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import NamedTuple
 
+import torch
 from torch import Tensor, nn
 
 from attnkit.attention.cache import KVCache, StaticKVCache
@@ -34,6 +35,53 @@ class LayerCache:
         self.self_attn.reorder(index)
         if self.cross_attn is not None:
             self.cross_attn.reorder(index)
+
+
+class StaticLayers:
+    """The fixed-shape decoding state of a compiled session (GPT's or the Transformer decoder's), made from
+    its filled uncompiled caches: per layer a static self-attention cache of ``capacity`` C and, in a
+    decoder, the cross-attention keys/values as a read-only static cache; the key mask [B, 1, 1, C] (True =
+    a real token written), this step's positions [B, 1] and cache slot [1] (updated in place by
+    :meth:`advance`, so that the compiled step's inputs keep their identity and shapes)."""
+
+    def __init__(self, caches: list[LayerCache], length: int, capacity: int, real: Tensor | None = None) -> None:
+        """``caches`` hold ``length`` positions; ``real`` [B, length] marks the real (non-padding) ones;
+        ``capacity``: see :func:`~attnkit.attention.cache.static_capacity`."""
+        first = caches[0].self_attn
+        assert isinstance(first, KVCache) and first.k is not None  # (filled, uncompiled)
+        b, device = first.k.shape[0], first.k.device
+        self.write_at = torch.zeros(1, dtype=torch.long, device=device)
+        self.caches = [LayerCache(StaticKVCache.holding(c.self_attn, capacity, self.write_at),
+                                  None if c.cross_attn is None else _read_only(c.cross_attn)) for c in caches]
+        self.key_mask = torch.zeros(b, 1, 1, capacity, dtype=torch.bool, device=device)
+        self.key_mask[:, 0, 0, :length] = True if real is None else real
+        self.positions = torch.zeros(b, 1, dtype=torch.long, device=device)
+
+    def advance(self, slot: int, positions: Tensor | None = None) -> None:
+        """Prepare the step that writes cache slot ``slot``: its tokens are at ``positions`` [B, 1] (None:
+        every row at ``slot``) and are real tokens."""
+        if positions is None:
+            self.positions.fill_(slot)
+        else:
+            self.positions.copy_(positions)
+        self.write_at.fill_(slot)
+        self.key_mask[:, :, :, slot] = True
+
+    def reorder(self, index: Tensor, cross: bool = True) -> None:
+        """Keep batch rows ``index``; ``cross`` False: the cross-attention caches stay (their rows' sentences
+        did not move, as when beam search reorders hypotheses within a sentence)."""
+        for cache in self.caches:
+            cache.self_attn.reorder(index)
+            if cross and cache.cross_attn is not None:
+                cache.cross_attn.reorder(index)
+        self.key_mask = self.key_mask.index_select(0, index)
+        self.positions = self.positions.index_select(0, index)
+
+
+def _read_only(cache: KVCache | StaticKVCache) -> StaticKVCache:
+    """A filled cross-attention cache as a read-only static one of its own length."""
+    assert isinstance(cache, KVCache)
+    return StaticKVCache.holding(cache, cache.held, None)
 
 
 class LayerOutput(NamedTuple):

@@ -25,12 +25,12 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from attnkit.attention.cache import KVCache, StaticKVCache, static_capacity
+from attnkit.attention.cache import KVCache, static_capacity
 from attnkit.attention.masks import padding_mask
 from attnkit.attention.rope import RopeScaling, RotaryEmbedding
 from attnkit.config_io import JsonConfig
 from attnkit.kernels import compiled
-from attnkit.layers.blocks import LayerCache, LayerStack, StackOutput, TransformerLayer
+from attnkit.layers.blocks import LayerCache, LayerStack, StackOutput, StaticLayers, TransformerLayer
 from attnkit.layers.embeddings import Embeddings
 from attnkit.layers.linear import use_fast_linears
 from attnkit.layers.norms import NORMS, make_norm
@@ -254,14 +254,15 @@ class GPTSession:
     are masked out, so every row generates exactly what it would generate alone.
 
     ``compile``: after the prompt, each one-token ``step_last`` runs :func:`_static_step` compiled, over
-    :class:`StaticKVCache` buffers (the same logits up to float rounding; finished rows stay in the batch)."""
+    :class:`~attnkit.layers.blocks.StaticLayers` (the same logits up to float rounding; finished rows stay
+    in the batch)."""
 
     def __init__(self, model: GPT, prompt_mask: Tensor | None, max_len: int, compile: bool = False) -> None:
         if max_len > model.config.max_len:
             raise ValueError(f"max_len {max_len} exceeds the context length {model.config.max_len}")
         self.model, self.max_len, self.length = model, max_len, 0
         self.compile = self.fixed_rows = compile and model.config.window is None
-        self._static: _StaticState | None = None
+        self._static: StaticLayers | None = None
         self.caches = [LayerCache(self_attn=KVCache(max_len, window=model.config.window)) for _ in model.layers]
         self.prompt_mask = None if prompt_mask is None or bool(prompt_mask.all()) else prompt_mask.bool()
         self.key_mask: Tensor | None = None  # (B, max_len), True = real token; only with padding
@@ -301,16 +302,13 @@ class GPTSession:
         """One token per row [B, 1] -> logits [B, V] through the compiled :func:`_static_step`."""
         if self.length + 1 > self.max_len:
             raise ValueError(f"cannot decode past {self.max_len} tokens ({self.length} done, 1 more)")
-        if self._static is None:
-            self._static = _StaticState.after_prompt(self)
+        if self._static is None:  # the uncompiled caches hold the prompt: move them into static ones
+            real = None if self.key_mask is None else self.key_mask[:, : self.length]
+            capacity = static_capacity(self.max_len, self.model.config.max_len)
+            self._static = StaticLayers(self.caches, self.length, capacity, real)
+            self.caches = []
         st = self._static
-        positions = self._positions(tokens)  # (B, 1), or None: every row at self.length
-        if positions is None:
-            st.positions.fill_(self.length)
-        else:
-            st.positions.copy_(positions)
-        st.write_at.fill_(self.length)
-        st.key_mask[:, :, :, self.length] = True  # (a generated token is a real one)
+        st.advance(self.length, self._positions(tokens))  # positions (B, 1), or None: every row at self.length
         logits = compiled(_static_step)(self.model, tokens, st.positions, st.key_mask, st.caches)
         self.length += 1
         return logits
@@ -340,35 +338,6 @@ class GPTSession:
         if self.key_mask is not None and self.next_pos is not None:
             self.key_mask = self.key_mask.index_select(0, index)
             self.next_pos = self.next_pos.index_select(0, index)
-
-
-class _StaticState:
-    """A compiled GPT session's fixed-shape state: the layers' static caches (capacity ``C``), the key
-    mask [B, 1, 1, C] (True = a real token written), this step's positions [B, 1] and cache slot [1]."""
-
-    def __init__(self, caches: list[LayerCache], key_mask: Tensor, positions: Tensor, write_at: Tensor) -> None:
-        self.caches, self.key_mask, self.positions, self.write_at = caches, key_mask, positions, write_at
-
-    @classmethod
-    def after_prompt(cls, session: GPTSession) -> _StaticState:
-        """From a session whose uncompiled caches hold the prompt."""
-        first = session.caches[0].self_attn
-        assert first.k is not None
-        b, n, device = first.k.shape[0], session.length, first.k.device
-        capacity = static_capacity(session.max_len, session.model.config.max_len)
-        write_at = torch.zeros(1, dtype=torch.long, device=device)
-        caches = [LayerCache(self_attn=StaticKVCache.holding(c.self_attn, capacity, write_at))
-                  for c in session.caches]
-        key_mask = torch.zeros(b, 1, 1, capacity, dtype=torch.bool, device=device)
-        key_mask[:, 0, 0, :n] = True if session.key_mask is None else session.key_mask[:, :n]
-        session.caches = []  # their keys and values now live in the static caches
-        return cls(caches, key_mask, torch.zeros(b, 1, dtype=torch.long, device=device), write_at)
-
-    def reorder(self, index: Tensor) -> None:
-        for cache in self.caches:
-            cache.self_attn.reorder(index)
-        self.key_mask = self.key_mask.index_select(0, index)
-        self.positions = self.positions.index_select(0, index)
 
 
 def _static_step(model: GPT, tokens: Tensor, positions: Tensor, key_mask: Tensor, caches: list[LayerCache]) -> Tensor:

@@ -18,11 +18,12 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from attnkit.attention.cache import KVCache, StaticKVCache, static_capacity
+from attnkit.attention.cache import KVCache, static_capacity
 from attnkit.attention.masks import padding_mask
 from attnkit.config_io import JsonConfig
 from attnkit.kernels import compiled
 from attnkit.layers import Embeddings, LayerCache, LayerStack, StackOutput, TransformerLayer
+from attnkit.layers.blocks import StaticLayers
 from attnkit.layers.embeddings import SINUSOID_LAYOUTS
 from attnkit.layers.linear import use_fast_linears
 from attnkit.layers.losses import LossSum, smoothed_cross_entropy
@@ -230,7 +231,7 @@ class TransformerSession:
     def __init__(self, model: Transformer, src: Tensor, max_len: int, compile: bool = False) -> None:
         self.model, self.max_len = model, max_len
         self.compile = self.fixed_rows = compile
-        self._static: _StaticState | None = None
+        self._static: StaticLayers | None = None
         self.memory_mask = model.source_mask(src)  # [B, 1, 1, S]
         self.memory = model.encode(src, self.memory_mask).hidden  # [B, S, E]
         s = src.shape[1]
@@ -252,22 +253,27 @@ class TransformerSession:
             return self.step(tokens)[:, -1]
         if self.offset + 1 > self.max_len:
             raise ValueError(f"cannot decode past {self.max_len} tokens ({self.offset} done, 1 more)")
-        if self._static is None:
-            self._static = _StaticState.after_first_step(self)
+        if self._static is None:  # after the first step: move the caches into static ones
+            capacity = static_capacity(self.max_len, self.model.config.max_len)
+            self._static = StaticLayers(self.caches, self.offset, capacity)
+            self.caches = []
         st = self._static
-        st.positions.fill_(self.offset)
-        st.write_at.fill_(self.offset)
-        st.key_mask[:, :, :, self.offset] = True
+        st.advance(self.offset)
         logits = compiled(_static_step)(self.model, tokens, st.positions, st.key_mask, self.memory, self.memory_mask,
                                         st.caches)
         self.offset += 1
         return logits
 
     def reorder(self, index: Tensor) -> None:
-        if self._static is not None:
-            self._static.reorder(index, self)
-            return
         sources = self.sources.index_select(0, index)
+        if self._static is not None:
+            same = torch.equal(sources, self.sources)
+            self._static.reorder(index, cross=not same)
+            if not same:
+                self.sources = sources
+                self.memory = self.memory.index_select(0, index)
+                self.memory_mask = self.memory_mask.index_select(0, index)
+            return
         if torch.equal(sources, self.sources):
             # Beam search shuffles hypotheses among the rows of one sentence: the encoder output and the
             # cross-attention keys/values of every row stay what they are; only the target prefix moves.
@@ -279,48 +285,6 @@ class TransformerSession:
         self.memory_mask = self.memory_mask.index_select(0, index)
         for cache in self.caches:
             cache.reorder(index)
-
-
-class _StaticState:
-    """A compiled Transformer session's fixed-shape state: per decoder layer a static self-attention cache
-    (capacity C) and the cross-attention keys/values as a read-only static cache; the key mask [B, 1, 1, C]
-    (True = written), this step's positions [B, 1] and cache slot [1]."""
-
-    def __init__(self, caches: list[LayerCache], key_mask: Tensor, positions: Tensor, write_at: Tensor) -> None:
-        self.caches, self.key_mask, self.positions, self.write_at = caches, key_mask, positions, write_at
-
-    @classmethod
-    def after_first_step(cls, session: TransformerSession) -> _StaticState:
-        first = session.caches[0].self_attn
-        assert first.k is not None
-        b, n, device = first.k.shape[0], session.offset, first.k.device
-        capacity = static_capacity(session.max_len, session.model.config.max_len)
-        write_at = torch.zeros(1, dtype=torch.long, device=device)
-        caches = []
-        for c in session.caches:
-            assert c.cross_attn is not None
-            caches.append(LayerCache(StaticKVCache.holding(c.self_attn, capacity, write_at),
-                                     StaticKVCache.holding(c.cross_attn, c.cross_attn.held, None)))
-        key_mask = torch.zeros(b, 1, 1, capacity, dtype=torch.bool, device=device)
-        key_mask[..., :n] = True
-        session.caches = []  # their keys and values now live in the static caches
-        return cls(caches, key_mask, torch.zeros(b, 1, dtype=torch.long, device=device), write_at)
-
-    def reorder(self, index: Tensor, session: TransformerSession) -> None:
-        """Rows ``index`` of every cache (beam search); the sentence of each row moves with it."""
-        sources = session.sources.index_select(0, index)
-        same_sources = torch.equal(sources, session.sources)
-        for cache in self.caches:
-            cache.self_attn.reorder(index)
-            if not same_sources:
-                assert cache.cross_attn is not None
-                cache.cross_attn.reorder(index)
-        if not same_sources:
-            session.sources = sources
-            session.memory = session.memory.index_select(0, index)
-            session.memory_mask = session.memory_mask.index_select(0, index)
-        self.key_mask = self.key_mask.index_select(0, index)
-        self.positions = self.positions.index_select(0, index)
 
 
 def _static_step(model: Transformer, tokens: Tensor, positions: Tensor, key_mask: Tensor, memory: Tensor,
