@@ -37,7 +37,14 @@ import time
 from pathlib import Path
 
 # On a shared 2-core machine spinning OpenMP threads collapse throughput; see bench/translate_quality.py.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# OMP_WAIT_POLICY=default: the runtime's own policy (libgomp rejects the word, so it is removed here).
+# Only before torch (and its OpenMP runtime) is loaded: imported by translate_quality.py, whose process has
+# its policy already, this would only make machine_info() report a policy the runtime never read.
+if "torch" not in sys.modules:
+    if os.environ.get("OMP_WAIT_POLICY", "").lower() == "default":
+        del os.environ["OMP_WAIT_POLICY"]
+    else:
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import tokenizers  # noqa: E402
 import torch  # noqa: E402

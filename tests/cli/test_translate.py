@@ -142,14 +142,18 @@ def test_rnn_architecture(run_dir: Path, tmp_path: Path, monkeypatch: pytest.Mon
 
 def test_attn_dropout_flag_and_compiled_decoding(run_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                  capsys) -> None:
-    """--attn-dropout reaches the model config; `translate run --compile` prints what the eager run prints."""
+    """--attn-dropout and --activation-dropout reach the model (config and layers); `translate run --compile`
+    prints what the eager run prints."""
     data = run_dir.parent / "data"
     out = tmp_path / "ad"
     assert main(["translate", "train", "--data", str(data), "--src", "words", "--tgt", "iso", "--out", str(out),
                  "--preset", "tiny", "--vocab-size", "120", "--max-tokens", "512", "--steps", "1", "--dropout", "0.2",
-                 "--attn-dropout", "0", "--eval-every", "0", "--val-bleu-n", "0", "--quiet"]) == 0
+                 "--attn-dropout", "0", "--activation-dropout", "0.05", "--eval-every", "0", "--val-bleu-n", "0",
+                 "--quiet"]) == 0
     cfg = json.loads((out / "config.json").read_text())
-    assert cfg["dropout"] == 0.2 and cfg["attn_dropout"] == 0.0
+    assert cfg["dropout"] == 0.2 and cfg["attn_dropout"] == 0.0 and cfg["activation_dropout"] == 0.05
+    layer = load_run(out).model.decoder[0]
+    assert (layer.dropout.p, layer.self_attn.dropout, layer.ffn.dropout.p) == (0.2, 0.0, 0.05)
     lines = b"3 June 2001\nthe fourth of july, nineteen ninety\n"
     printed = {}
     for extra in ([], ["--compile"]):

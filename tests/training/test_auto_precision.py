@@ -28,22 +28,26 @@ def _fake_cpu(monkeypatch: pytest.MonkeyPatch, bf16: bool) -> None:
 class _Clock:
     """A fake clock: each timed step of ``precision`` lasts ``costs[precision]`` seconds."""
 
-    def __init__(self, costs: dict[str, float]) -> None:
+    def __init__(self, costs: dict[str, float], first: dict[str, float] | None = None) -> None:
         self.costs, self.now, self.current, self.ending = costs, 0.0, "fp32", False
+        self.first = dict(first or {})  # a candidate's first step (kernel creation) lasts this long instead
+        self.order: list[str] = []
 
     def __call__(self) -> float:  # called at the start and at the end of each step, alternately
         if self.ending:
-            self.now += self.costs[self.current]
+            self.order.append(self.current)
+            self.now += self.first.pop(self.current, None) or self.costs[self.current]
         self.ending = not self.ending
         return self.now
 
 
-def _choose(costs: dict[str, float], monkeypatch: pytest.MonkeyPatch) -> ap.PrecisionChoice:
+def _choose(costs: dict[str, float], monkeypatch: pytest.MonkeyPatch, clock: _Clock | None = None
+            ) -> ap.PrecisionChoice:
     _fake_cpu(monkeypatch, bf16=True)
     torch.manual_seed(0)
     model, task = ToyModel(), ToyTask()
     batch = task.batches(0)[0]
-    clock = _Clock(costs)
+    clock = clock or _Clock(costs)
 
     def step() -> torch.Tensor:
         clock.current = "bf16" if torch.is_autocast_enabled("cpu") else "fp32"
@@ -60,6 +64,16 @@ def test_bf16_is_chosen_only_when_it_pays(monkeypatch: pytest.MonkeyPatch) -> No
     assert slow.precision == "fp32" and "0.77x" in slow.reason
     tie = _choose({"fp32": 1.0, "bf16": 0.97}, monkeypatch)  # under MIN_GAIN: fp32's accuracy wins
     assert tie.precision == "fp32"
+
+
+def test_warm_ups_are_not_timed_and_the_candidates_alternate(monkeypatch: pytest.MonkeyPatch) -> None:
+    """bf16's first step (oneDNN creating its kernels) is slow: it must not decide the choice; the rounds
+    alternate fp32 and bf16 so a slow moment of the machine falls on both."""
+    clock = _Clock({"fp32": 1.0, "bf16": 0.7}, first={"bf16": 9.0})
+    choice = _choose({}, monkeypatch, clock)
+    assert choice.precision == "bf16" and choice.seconds == pytest.approx({"fp32": 1.0, "bf16": 0.7})
+    rounds = ap.WARMUP_ROUNDS + 3
+    assert clock.order == ["fp32", "bf16"] * rounds
 
 
 def test_no_native_bf16_means_fp32_without_timing(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -85,6 +85,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--dropout", type=float, help="override the preset's dropout")
     t.add_argument("--attn-dropout", type=float,
                    help="dropout on attention weights (default: --dropout; Marian's default is 0)")
+    t.add_argument("--activation-dropout", type=float,
+                   help="dropout inside the FFN, after the activation (default: --dropout; Marian's default is 0)")
     t.add_argument("--pre-norm", action="store_true", help="pre-norm layers (default: post-norm, the paper's)")
     t.add_argument("--positions", choices=("sinusoidal", "learned"), default="sinusoidal")
     t.add_argument("--max-len", type=int, default=256, help="longest source/target in subword tokens")
@@ -211,7 +213,8 @@ def _model_config(args: argparse.Namespace, src_vocab: int, tgt_vocab: int) -> d
         return _rnn_config(args, src_vocab, tgt_vocab)
     over = {k: v for k, v in {"d_model": args.d_model, "n_heads": args.heads, "d_ff": args.d_ff,
                               "n_encoder_layers": args.layers, "n_decoder_layers": args.layers,
-                              "dropout": args.dropout, "attn_dropout": args.attn_dropout}.items() if v is not None}
+                              "dropout": args.dropout, "attn_dropout": args.attn_dropout,
+                              "activation_dropout": args.activation_dropout}.items() if v is not None}
     try:
         cfg = TransformerConfig.preset(args.preset, src_vocab_size=src_vocab, tgt_vocab_size=tgt_vocab,
                                        norm_first=args.pre_norm, positions=args.positions, max_len=args.max_len,
@@ -223,8 +226,9 @@ def _model_config(args: argparse.Namespace, src_vocab: int, tgt_vocab: int) -> d
 
 
 def _rnn_config(args: argparse.Namespace, src_vocab: int, tgt_vocab: int) -> dict:
-    if args.attn_dropout is not None:
-        raise InputError("--attn-dropout is an option of --arch transformer (the RNN has no attention dropout)")
+    for flag, value in (("--attn-dropout", args.attn_dropout), ("--activation-dropout", args.activation_dropout)):
+        if value is not None:
+            raise InputError(f"{flag} is an option of --arch transformer (the RNN has no attention or FFN)")
     over = {k: v for k, v in {"d_emb": args.d_model, "d_hidden": args.d_model, "n_layers": args.layers,
                               "dropout": args.dropout}.items() if v is not None}
     try:
@@ -246,7 +250,8 @@ def _check_train_args(args: argparse.Namespace) -> None:
                                                          ("--d-ff", args.d_ff), ("--layers", args.layers),
                                                          ("--max-train-lines", args.max_train_lines),
                                                          ("--average-last", args.average_last)) if v is not None]
-    for flag, value in (("--dropout", args.dropout), ("--attn-dropout", args.attn_dropout)):
+    for flag, value in (("--dropout", args.dropout), ("--attn-dropout", args.attn_dropout),
+                        ("--activation-dropout", args.activation_dropout)):
         if value is not None:
             checks.append((flag, value, 0.0 <= value < 1.0, "in [0, 1)"))
     for flag, value, ok, rule in checks:

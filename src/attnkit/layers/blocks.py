@@ -97,6 +97,8 @@ class TransformerLayer(nn.Module):
         d_model, num_heads, d_ff: E, H and the FFN's hidden width.
         dropout: on each sub-layer's output (before the residual sum) and inside the FFN.
         attn_dropout: on attention weights (default: ``dropout``).
+        activation_dropout: inside the FFN, after the activation (default: ``dropout``; Marian's and
+        fairseq's ``activation_dropout``).
         activation: "relu" (the paper), "gelu" (BERT), "gelu_tanh" (GPT-2) or "swiglu" (Llama).
         norm_first: pre-norm instead of post-norm. eps: the norms' epsilon. bias: biases in linears (and
         LayerNorms). norm: "layernorm" or "rmsnorm".
@@ -111,6 +113,7 @@ class TransformerLayer(nn.Module):
         *,
         dropout: float = 0.1,
         attn_dropout: float | None = None,
+        activation_dropout: float | None = None,
         activation: str = "relu",
         norm_first: bool = False,
         cross_attention: bool = False,
@@ -131,7 +134,8 @@ class TransformerLayer(nn.Module):
         self.self_attn_norm = make_norm(norm, d_model, eps, bias)
         self.cross_attn = MultiHeadAttention(d_model, num_heads, attn_dropout, bias) if cross_attention else None
         self.cross_attn_norm = make_norm(norm, d_model, eps, bias) if cross_attention else None
-        self.ffn = FeedForward(d_model, d_ff, activation, dropout, bias)
+        self.ffn = FeedForward(d_model, d_ff, activation, dropout if activation_dropout is None else activation_dropout,
+                               bias)
         self.ffn_norm = make_norm(norm, d_model, eps, bias)
         self.dropout = Dropout(dropout)
 

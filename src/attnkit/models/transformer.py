@@ -35,7 +35,7 @@ LEGACY_NAMES = {"n_heads": "num_heads", "n_encoder_layers": "num_encoder_layers"
                 "n_decoder_layers": "num_decoder_layers"}
 # Fields written to config.json only when they differ from these defaults (the options pretrained families
 # need): files written before they existed stay byte for byte the same, and older attnkit versions read them.
-OMITTED_DEFAULTS = {"sinusoid": "interleaved", "position_start": 0, "scale_embeddings": True, "output_bias": False}
+OMITTED_DEFAULTS = {"activation_dropout": None, "sinusoid": "interleaved", "position_start": 0, "scale_embeddings": True, "output_bias": False}
 
 
 @dataclass
@@ -46,6 +46,8 @@ class TransformerConfig(JsonConfig, family="Transformer", presets=PRESETS, legac
     tie_output: the output projection is the target embedding matrix (the paper's weight sharing);
     final_norm: a LayerNorm after the last encoder and decoder layer (needed by pre-norm; default: on
     exactly when ``norm_first``); max_len: the largest position + 1 of source and target sequences.
+    dropout: on embeddings and each sub-layer's output; attn_dropout (on attention weights) and
+    activation_dropout (inside the FFN): ``None`` = ``dropout``.
 
     Options of pretrained families (Marian / OPUS-MT, M2M-100, NLLB): ``activation`` any of FeedForward's
     ("silu" is Marian's "swish"); ``sinusoid``: the sinusoidal table's layout ("interleaved", the paper's;
@@ -66,6 +68,7 @@ class TransformerConfig(JsonConfig, family="Transformer", presets=PRESETS, legac
     n_decoder_layers: int = 6
     dropout: float = 0.1
     attn_dropout: float | None = None
+    activation_dropout: float | None = None
     activation: str = "relu"
     norm_first: bool = False
     final_norm: bool | None = None
@@ -154,6 +157,7 @@ class Transformer(nn.Module):
     def _layer(self, cross: bool) -> TransformerLayer:
         c = self.config
         return TransformerLayer(c.d_model, c.n_heads, c.d_ff, dropout=c.dropout, attn_dropout=c.attn_dropout,
+                                activation_dropout=c.activation_dropout,
                                 activation=c.activation, norm_first=c.norm_first, cross_attention=cross, eps=c.eps)
 
     def _init_weights(self) -> None:

@@ -11,8 +11,9 @@ made per run, on the run's first batch, before the first update:
   :func:`attnkit.layers.quant.capabilities` reports) or a GPU that supports it; fp16 on a GPU without bf16.
   On a GPU low precision is taken without timing (tensor cores); a CPU without native bf16 gets fp32 with
   no timing (emulated bf16 is slower).
-* the probe: per candidate one warm-up and ``repeats`` timed forward+backward passes of the first
-  training batch under that precision's autocast; gradients are dropped and every random generator is
+* the probe: ``WARMUP_ROUNDS`` untimed then ``repeats`` timed rounds, each one forward+backward pass of the
+  first training batch per candidate under that candidate's autocast (the candidates alternate within a
+  round, so a slow moment of a shared machine hits both; the median per candidate is compared); gradients are dropped and every random generator is
   restored afterwards, so the weights, the data order and the dropout stream of the run are those of a
   run started with the chosen precision. Under torchrun the timings are summed over the processes, so all
   choose alike.
@@ -24,6 +25,7 @@ it. The probe's seconds count against ``--time-limit``.
 
 from __future__ import annotations
 
+import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -35,13 +37,14 @@ from attnkit.layers.quant import capabilities
 from attnkit.training.optim import autocast
 
 MIN_GAIN = 1.05  # a low precision must be at least 5% faster than fp32 to be chosen
+WARMUP_ROUNDS = 2  # untimed rounds first: oneDNN creates its kernels for each new shape and dtype
 
 
 @dataclass(frozen=True)
 class PrecisionChoice:
     precision: str  # "fp32", "bf16" or "fp16"
     reason: str  # one sentence for the user
-    seconds: dict[str, float]  # best timed step per candidate (empty when nothing was timed)
+    seconds: dict[str, float]  # median timed step per candidate (empty when nothing was timed)
 
 
 def candidates(device: torch.device) -> tuple[list[str], str]:
@@ -67,11 +70,10 @@ def choose_precision(step: Callable[[], torch.Tensor], model: nn.Module, device:
     state = ck.capture_rng_state()
     was_training = model.training
     model.train()
-    seconds: dict[str, float] = {}
+    times: dict[str, list[float]] = {name: [] for name in names}
     try:
-        for name in names:
-            best = float("inf")
-            for i in range(repeats + 1):  # the first is a warm-up
+        for i in range(WARMUP_ROUNDS + repeats):  # rounds alternate the candidates; the first are warm-ups
+            for name in names:
                 start = clock()
                 with autocast(name, device):
                     loss = step()
@@ -79,14 +81,14 @@ def choose_precision(step: Callable[[], torch.Tensor], model: nn.Module, device:
                 if device.type == "cuda":
                     torch.cuda.synchronize(device)
                 elapsed = clock() - start
-                if i:
-                    best = min(best, elapsed)
+                if i >= WARMUP_ROUNDS:
+                    times[name].append(elapsed)
                 model.zero_grad(set_to_none=True)
-            seconds[name] = best
     finally:
         model.zero_grad(set_to_none=True)
         model.train(was_training)
         ck.restore_rng_state(state)
+    seconds = {name: statistics.median(t) for name, t in times.items()}
     if reduce is not None:
         summed = reduce(torch.tensor([seconds[n] for n in names], dtype=torch.float64, device=device)).tolist()
         seconds = dict(zip(names, summed, strict=True))

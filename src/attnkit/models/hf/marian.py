@@ -48,7 +48,8 @@ def shape_from_hf(hf: dict, source: str) -> dict:
             raise CheckpointError(f"{source}: encoder and decoder of different widths are not supported")
         return dict(d_model=int(hf["d_model"]), n_heads=heads, d_ff=ffn, n_encoder_layers=int(hf["encoder_layers"]),
                     n_decoder_layers=int(hf["decoder_layers"]), dropout=float(hf.get("dropout", 0.0)),
-                    attn_dropout=float(hf.get("attention_dropout", 0.0)), activation=ACTIVATIONS[act],
+                    attn_dropout=float(hf.get("attention_dropout", 0.0)),
+                    activation_dropout=float(hf.get("activation_dropout", 0.0)), activation=ACTIVATIONS[act],
                     max_len=int(hf["max_position_embeddings"]), pad_id=int(hf["pad_token_id"]),
                     bos_id=int(hf["decoder_start_token_id"]), eos_id=int(hf["eos_token_id"]),
                     scale_embeddings=bool(hf.get("scale_embedding", False)))
@@ -97,7 +98,7 @@ def config_to_hf(c: TransformerConfig) -> dict:
         "decoder_attention_heads": c.n_heads,
         "encoder_ffn_dim": c.d_ff, "decoder_ffn_dim": c.d_ff, "max_position_embeddings": c.max_len,
         "activation_function": act, "dropout": c.dropout,
-        "attention_dropout": c.dropout if c.attn_dropout is None else c.attn_dropout, "activation_dropout": c.dropout,
+        "attention_dropout": c.dropout if c.attn_dropout is None else c.attn_dropout, "activation_dropout": c.dropout if c.activation_dropout is None else c.activation_dropout,
         "scale_embedding": c.scale_embeddings, "pad_token_id": c.pad_id, "eos_token_id": c.eos_id,
         "decoder_start_token_id": c.bos_id, "forced_eos_token_id": None, "bos_token_id": None,
         "share_encoder_decoder_embeddings": c.share_embeddings, "tie_word_embeddings": c.tie_output,
