@@ -412,9 +412,10 @@ def translation_row(args: argparse.Namespace, work: Path) -> dict:
     path = ct2_translation(model, work / "translation.ct2")
     res: dict = {"weights_mb": _sizes(model, lambda o, q: ct2_translation(model, o, q), path)}
     sides = _sides(model, lambda ct: load_ct2("translation", path, ct, torch.get_num_threads()), compiled=True)
-    res["conversion_max_logp_diff"] = check_translation(model, sides["ct2 float32"], ids)
-    print(f"  conversion check: max |log p| difference (attnkit vs CTranslate2 fp32) "
-          f"{res['conversion_max_logp_diff']:.2e}")
+    if "ct2 float32" in sides:
+        res["conversion_max_logp_diff"] = check_translation(model, sides["ct2 float32"], ids)
+        print(f"  conversion check: max |log p| difference (attnkit vs CTranslate2 fp32) "
+              f"{res['conversion_max_logp_diff']:.2e}")
     max_len = model.src_embed.max_len
     for batch in args.batches:
         n = len(ids) if batch >= 8 else min(len(ids), args.small_batch_sentences)  # batch 1: fewer sentences
@@ -430,8 +431,8 @@ def translation_row(args: argparse.Namespace, work: Path) -> dict:
             res[name] = _measure(name, "sentences/s", n, _runners(sides, ours, theirs), args.repeats)
             if data.target_tokenizer is not None:  # outputs come in batch order
                 refs = [data.references[i] for g in groups for i in g]
-                res[name]["bleu"] = bleu_report(res[name].pop("outputs"), refs, data.target_tokenizer)
-            res[name].pop("outputs", None)
+                res[name]["bleu"] = bleu_report(res[name]["outputs"], refs, data.target_tokenizer)
+            _drop_outputs(res[name])
             if args.rss and batch == args.batches[0] and beam == args.beams[-1]:
                 res[name]["peak_rss_mb"] = child_rss(work, "translation", model, path, ours, theirs, args)
     return res
@@ -463,12 +464,13 @@ def gpt_row(args: argparse.Namespace, work: Path) -> dict:
     sides = _sides(model, lambda ct: load_ct2("gpt", path, ct, torch.get_num_threads()), compiled=True)
     g = torch.Generator().manual_seed(1)
     probe = torch.randint(0, vocab - 1, (2, 16), generator=g)
-    with torch.inference_mode():
-        ours = model(probe)
-    theirs = torch.from_numpy(np.array(sides["ct2 float32"].forward_batch(probe.tolist())))
-    res["conversion_max_logit_diff"] = float((ours - theirs).abs().max())
-    print(f"  conversion check: max |logit| difference (attnkit vs CTranslate2 fp32) "
-          f"{res['conversion_max_logit_diff']:.2e}")
+    if "ct2 float32" in sides:
+        with torch.inference_mode():
+            ours = model(probe)
+        theirs = torch.from_numpy(np.array(sides["ct2 float32"].forward_batch(probe.tolist())))
+        res["conversion_max_logit_diff"] = float((ours - theirs).abs().max())
+        print(f"  conversion check: max |logit| difference (attnkit vs CTranslate2 fp32) "
+              f"{res['conversion_max_logit_diff']:.2e}")
     n_new = args.gpt_new_tokens
     for batch in args.gpt_batches:
         prompts = torch.randint(0, vocab - 1, (batch, args.gpt_prompt), generator=g)
@@ -478,7 +480,7 @@ def gpt_row(args: argparse.Namespace, work: Path) -> dict:
         theirs = functools.partial(ct2_generate, prompts=strings, n_new=n_new)
         name = f"greedy, batch {batch}"
         res[name] = _measure(name, "tokens/s", batch * n_new, _runners(sides, ours, theirs), args.repeats)
-        res[name].pop("outputs")
+        _drop_outputs(res[name])
         if args.rss and batch == max(args.gpt_batches):
             res[name]["peak_rss_mb"] = child_rss(work, "gpt", model, path, ours, theirs, args)
     return res
@@ -557,7 +559,7 @@ def minilm_row(args: argparse.Namespace, work: Path) -> dict:
     theirs = functools.partial(ct2_embed, batches=padded, lists=lists)
     res["embeddings"] = _measure(f"embeddings, batch {args.embed_batch}", "sentences/s", len(texts),
                                  _runners(sides, ours, theirs), args.repeats, vectors=True)
-    res["embeddings"].pop("outputs")
+    _drop_outputs(res["embeddings"])
     if args.rss:
         res["embeddings"]["peak_rss_mb"] = child_rss(work, "minilm", bert, path, ours, theirs, args)
     return res
@@ -587,12 +589,17 @@ def _sides(model: nn.Module, ct2: Callable[[str], object], compiled: bool = Fals
     """attnkit fp32 / int8 / bf16 (copies of ``model``; fp32-compiled where ``compiled``) and CTranslate2
     with each compute type."""
     sides: dict[str, object] = {}
-    for mode in ct2_modes():
-        sides[f"ct2 {mode}"] = ct2(mode)
-    for mode in ATTNKIT_MODES:
-        if compiled or not mode.endswith("-compiled"):
-            sides[f"attnkit {mode}"] = variant(model, mode)
+    if SIDES != "attnkit":
+        for mode in ct2_modes():
+            sides[f"ct2 {mode}"] = ct2(mode)
+    if SIDES != "ct2":
+        for mode in ATTNKIT_MODES:
+            if compiled or not mode.endswith("-compiled"):
+                sides[f"attnkit {mode}"] = variant(model, mode)
     return sides
+
+
+SIDES = "both"  # --sides: which sides this process measures (--isolate runs one group per child process)
 
 
 def _runners(sides: dict[str, object], ours: Callable, theirs: Callable) -> dict[str, Callable[[], object]]:
@@ -626,6 +633,7 @@ def _measure(name: str, unit: str, count: int, runners: dict[str, Callable[[], o
     report = median_report(name, unit, done, tuple(s for s in runners if s.startswith("ct2")))
     report["agreement"] = agreement(outputs, vectors)
     report["outputs"] = outputs  # for BLEU; removed before the JSON is written
+    report["unit"], report["vectors"] = unit, vectors
     for key, val in report["agreement"].items():
         print(f"    {key}: {val}")
     if PROFILE:
@@ -633,6 +641,13 @@ def _measure(name: str, unit: str, count: int, runners: dict[str, Callable[[], o
     return report
 
 
+def _drop_outputs(report: dict) -> None:
+    """The outputs leave the report (they are large) unless a parent process compares them (--isolate)."""
+    if not KEEP_OUTPUTS:
+        report.pop("outputs", None)
+
+
+KEEP_OUTPUTS = False  # a child of --isolate: the outputs stay in the results it hands back
 PROFILE = False  # --profile: where attnkit's time goes (torch.profiler), per operator
 
 
@@ -658,7 +673,7 @@ def profile_side(side: str, fn: Callable[[], object], top: int = 12) -> dict[str
 
 def agreement(outputs: dict[str, object], vectors: bool) -> dict[str, str]:
     """attnkit fp32 vs CTranslate2 fp32 (the conversion), and each low-precision side vs its own fp32."""
-    pairs = [("attnkit fp32", "ct2 float32")]
+    pairs = [("attnkit fp32", "ct2 float32")] if {"attnkit fp32", "ct2 float32"} <= set(outputs) else []
     pairs += [(s, "attnkit fp32") for s in outputs if s.startswith("attnkit") and s != "attnkit fp32"]
     pairs += [(s, "ct2 float32") for s in outputs if s.startswith("ct2") and s != "ct2 float32"]
     pairs += [(s, s.removesuffix("-compiled")) for s in outputs  # a compiled step vs the same model eager
@@ -793,6 +808,63 @@ ROWS = {"translation": translation_row, "gpt": gpt_row, "minilm": minilm_row, "k
         "lm_quality": lm_quality_row}
 
 
+# ------------------------------------------------------------------------------------- isolation
+# Why separate processes: PyTorch and CTranslate2 each bring a GNU OpenMP runtime. In one process, once
+# CTranslate2 has run (or when it was imported first), every small parallel region of PyTorch pays a thread
+# wake-up: measured on the AMX Xeon, LayerNorm of 64 x 256 on 2 threads 9 us -> 86 us, attnkit's greedy
+# translation 390 -> 205 sentences/s, while CTranslate2's speed did not change (docs/speed.md).
+def isolated(argv: list[str], repeats: int, rows: list[str]) -> dict:
+    """Run the attnkit sides and the CTranslate2 sides in separate child processes, one timed repeat per
+    child, alternating (round r: attnkit then CTranslate2, or the reverse on odd rounds); merge each case's
+    repeats, then print the medians and ratios and compare the outputs of the first round."""
+    got: list[dict[str, dict]] = []
+    with tempfile.TemporaryDirectory(prefix="attnkit-isolate-") as tmp:
+        for r in range(repeats):
+            round_res = {}
+            for group in (("attnkit", "ct2") if r % 2 == 0 else ("ct2", "attnkit")):
+                out = Path(tmp) / f"{r}-{group}.pt"
+                cmd = [sys.executable, __file__, *argv, "--sides", group, "--repeats", "1", "--child-results", str(out)]
+                print(f"\n[isolate] round {r + 1}/{repeats}: {group} in its own process", flush=True)
+                # The parent removed OMP_WAIT_POLICY=default (the runtime's own policy); say it again to the
+                # child, whose module start would otherwise set PASSIVE.
+                env = {**os.environ, "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "default")}
+                subprocess.run(cmd, check=True, env=env)
+                round_res[group] = torch.load(out, weights_only=False)  # written by this script just now
+            got.append(round_res)
+    print("\n==== merged: every side in its own process, repeats interleaved across processes", flush=True)
+    merged: dict = {"machine": got[0]["attnkit"]["machine"], "isolated": True}
+    for row in rows:
+        parts = [got[r][g][row] for r in range(repeats) for g in ("attnkit", "ct2")]
+        res: dict = {}
+        for part in parts:
+            for key, val in part.items():
+                if not (isinstance(val, dict) and "runs" in val):
+                    res.setdefault(key, val)
+        cases = [k for k, v in parts[0].items() if isinstance(v, dict) and "runs" in v]
+        print(f"\n== {row}")
+        for case in cases:
+            runs: dict[str, list[float]] = {}
+            outputs: dict = {}
+            bleu: dict = {}
+            for part in parts:
+                for side, vals in part[case]["runs"].items():
+                    runs.setdefault(side, []).extend(vals)
+            for g in ("attnkit", "ct2"):
+                outputs.update(got[0][g][row][case].get("outputs", {}))
+                bleu.update(got[0][g][row][case].get("bleu", {}))
+            first = parts[0][case]
+            report = median_report(case, first["unit"], runs, tuple(s for s in runs if s.startswith("ct2")))
+            report["agreement"] = agreement(outputs, first["vectors"])
+            for key, val in report["agreement"].items():
+                print(f"    {key}: {val}")
+            if bleu:
+                report["bleu"] = bleu
+                print("    BLEU: " + ", ".join(f"{side} {b:.2f}" for side, b in bleu.items()))
+            res[case] = report
+        merged[row] = res
+    return merged
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--rows", default="translation,gpt,minilm", help=f"comma-separated subset of {','.join(ROWS)}")
@@ -818,17 +890,32 @@ def main() -> None:
     p.add_argument("--profile", action="store_true", help="profile attnkit's sides (torch.profiler) per operator")
     p.add_argument("--rss", action="store_true", help="also measure each side's peak RSS in a child process")
     p.add_argument("--json", help="write every figure here")
+    p.add_argument("--isolate", action="store_true",
+                   help="each side group in its own child process (see isolated(): one process biases PyTorch)")
+    p.add_argument("--sides", choices=("both", "attnkit", "ct2"), default="both", help="the sides measured here")
     p.add_argument("--child", help=argparse.SUPPRESS)  # internal: one side's memory measurement
+    p.add_argument("--child-results", help=argparse.SUPPRESS)  # internal: a child of --isolate
     args = p.parse_args()
     if args.child:
         child(args.child)
+        return
+    if args.isolate:
+        argv = [a for a in sys.argv[1:] if a != "--isolate"]
+        for flag in ("--json", "--repeats"):  # the parent's own (children get --repeats 1)
+            while flag in argv:
+                i = argv.index(flag)
+                del argv[i:i + 2]
+        argv = [a for a in argv if not a.startswith(("--json=", "--repeats="))]
+        results = isolated(argv, args.repeats, args.rows.split(","))
+        if args.json:
+            Path(args.json).write_text(json.dumps(results, indent=2, default=str) + "\n")
         return
     for name in ("batches", "beams", "gpt_batches"):
         setattr(args, name, [int(x) for x in getattr(args, name).split(",") if x])
     if args.threads:
         torch.set_num_threads(args.threads)
-    global PROFILE, ATTNKIT_MODES
-    PROFILE = args.profile
+    global PROFILE, ATTNKIT_MODES, SIDES, KEEP_OUTPUTS
+    PROFILE, SIDES, KEEP_OUTPUTS = args.profile, args.sides, bool(args.child_results)
     modes = [m for m in args.modes.split(",") if m]
     if set(modes) - set(ALL_MODES):
         p.error(f"--modes: unknown {sorted(set(modes) - set(ALL_MODES))}; choose from {ALL_MODES}")
@@ -849,6 +936,8 @@ def main() -> None:
                   f"{os.getloadavg()[0]:.1f} after; {os.cpu_count()} cores)", flush=True)
     results["peak_rss_mb_process"] = status_mb("VmHWM")
     print(f"\npeak RSS of this process (both sides together): {results['peak_rss_mb_process']:.0f} MB")
+    if args.child_results:
+        torch.save(results, args.child_results)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2, default=str) + "\n")
 

@@ -35,7 +35,8 @@ LEGACY_NAMES = {"n_heads": "num_heads", "n_encoder_layers": "num_encoder_layers"
                 "n_decoder_layers": "num_decoder_layers"}
 # Fields written to config.json only when they differ from these defaults (the options pretrained families
 # need): files written before they existed stay byte for byte the same, and older attnkit versions read them.
-OMITTED_DEFAULTS = {"activation_dropout": None, "sinusoid": "interleaved", "position_start": 0, "scale_embeddings": True, "output_bias": False}
+OMITTED_DEFAULTS = {"activation_dropout": None, "sinusoid": "interleaved", "position_start": 0,
+                    "scale_embeddings": True, "output_bias": False}
 
 
 @dataclass

@@ -13,10 +13,10 @@ made per run, on the run's first batch, before the first update:
   no timing (emulated bf16 is slower).
 * the probe: ``WARMUP_ROUNDS`` untimed then ``repeats`` timed rounds, each one forward+backward pass of the
   first training batch per candidate under that candidate's autocast (the candidates alternate within a
-  round, so a slow moment of a shared machine hits both; the median per candidate is compared); gradients are dropped and every random generator is
-  restored afterwards, so the weights, the data order and the dropout stream of the run are those of a
-  run started with the chosen precision. Under torchrun the timings are summed over the processes, so all
-  choose alike.
+  round, so a slow moment of a shared machine hits both; the median per candidate is compared); gradients
+  are dropped and every random generator is restored afterwards, so the weights, the data order and the
+  dropout stream of the run are those of a run started with the chosen precision. Under torchrun the
+  timings are summed over the processes, so all choose alike.
 * a low precision is kept only if it is at least ``MIN_GAIN`` faster (ties go to fp32's accuracy).
 
 The choice is written to ``train_config.json`` (and the timings to ``run.json``), so a resumed run keeps
