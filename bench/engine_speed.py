@@ -634,11 +634,15 @@ def _measure(name: str, unit: str, count: int, runners: dict[str, Callable[[], o
     report["agreement"] = agreement(outputs, vectors)
     report["outputs"] = outputs  # for BLEU; removed before the JSON is written
     report["unit"], report["vectors"] = unit, vectors
-    for key, val in report["agreement"].items():
-        print(f"    {key}: {val}")
+    _print_lines(report["agreement"])
     if PROFILE:
         report["profile"] = {side: profile_side(side, fn) for side, fn in runners.items() if side.startswith("attnkit")}
     return report
+
+
+def _print_lines(items: dict[str, str]) -> None:
+    for key, val in items.items():
+        print(f"    {key}: {val}")
 
 
 def _drop_outputs(report: dict) -> None:
@@ -855,8 +859,7 @@ def isolated(argv: list[str], repeats: int, rows: list[str]) -> dict:
             first = parts[0][case]
             report = median_report(case, first["unit"], runs, tuple(s for s in runs if s.startswith("ct2")))
             report["agreement"] = agreement(outputs, first["vectors"])
-            for key, val in report["agreement"].items():
-                print(f"    {key}: {val}")
+            _print_lines(report["agreement"])
             if bleu:
                 report["bleu"] = bleu
                 print("    BLEU: " + ", ".join(f"{side} {b:.2f}" for side, b in bleu.items()))
