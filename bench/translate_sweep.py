@@ -31,13 +31,17 @@ from attnkit.training import TrainConfig  # noqa: E402
 
 
 def settings(run: Path) -> str:
-    """The run's model shape and training recipe in one line (from config.json and train_config.json)."""
+    """The run's model shape and training recipe in one line (from config.json, train_config.json and
+    run.json)."""
     m = TransformerConfig.load(run / "config.json")
     t = TrainConfig.load(run / "train_config.json")
     extra = t.extra or {}
     drop = [m.dropout, m.attn_dropout, m.activation_dropout]
     drop = "/".join(str(m.dropout if d is None else d) for d in drop)
     vocab = f"{m.src_vocab_size}{' joint' if m.share_embeddings else ' per language'}"
+    run_meta = json.loads((run / "run.json").read_text()) if (run / "run.json").is_file() else {}
+    if run_meta.get("bpe_dropout"):
+        vocab += f", BPE-dropout {run_meta['bpe_dropout']:g}"
     decay = f"{t.schedule}{' to the deadline' if t.decay_to == 'time' else ''}"
     return (f"d {m.d_model}, {m.n_heads} heads, FFN {m.d_ff}, {m.n_encoder_layers}+{m.n_decoder_layers} layers, "
             f"{m.activation}, dropout/attn/act {drop}; BPE {vocab}; {extra.get('max_tokens', '?')}-token batches, "

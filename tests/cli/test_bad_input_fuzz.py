@@ -378,7 +378,7 @@ def test_numeric_flags_that_gave_a_traceback(runs, tmp_path, argv: list[str], me
 
 @pytest.mark.parametrize("extra", [["--max-len", "12"], ["--val-bleu-n", "0"], ["--heads", "0"], ["--d-model", "0"],
                                    ["--label-smoothing", "1"], ["--dropout", "1.5"], ["--max-tokens", "0"],
-                                   ["--attn-dropout", "-0.1"], ["--activation-dropout", "1"]])
+                                   ["--attn-dropout", "-0.1"], ["--activation-dropout", "1"], ["--bpe-dropout", "1"]])
 def test_translate_train_flags_and_long_validation_lines(runs, tmp_path, extra: list[str]) -> None:
     """Regression: validation sentences longer than --max-len crashed the evaluation (ValueError: position
     beyond the maximum length), --val-bleu-n 0 crashed sacreBLEU (IndexError), and zero / out-of-range

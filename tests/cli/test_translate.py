@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from attnkit.cli.main import main
 from attnkit.data.dates import dates_corpus
@@ -161,3 +162,54 @@ def test_attn_dropout_flag_and_compiled_decoding(run_dir: Path, tmp_path: Path, 
         assert main(["translate", "run", str(run_dir), "--beam", "2", "--quiet", *extra]) == 0
         printed[bool(extra)] = capsys.readouterr().out
     assert printed[True] == printed[False] and printed[True].count("\n") == 2
+
+
+def _train(data: Path, out: Path, *extra: str) -> int:
+    return main(["translate", "train", "--data", str(data), "--src", "words", "--tgt", "iso", "--out", str(out),
+                 "--preset", "tiny", "--vocab-size", "120", "--max-tokens", "512", "--max-train-lines", "100",
+                 "--eval-every", "0", "--val-bleu-n", "0", "--ckpt-every", "3", "--quiet", *extra])
+
+
+def test_bpe_dropout_trains_on_new_segmentations_and_resumes_exactly(run_dir: Path, tmp_path: Path, capsys,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """--bpe-dropout: run.json keeps the rate; each epoch's sample is a file of the run, drawn once; a run
+    stopped at step 5 and resumed to step 10 ends with the weights of an uninterrupted run; a resumed run
+    refuses another rate; bad rates are input errors.
+
+    `tokenizers` draws BPE-dropout from an unseeded generator, so the sampler is replaced here by a
+    deterministic one whose k-th epoch sample drops the last token of every third pair (shifted by k): two
+    runs drawing their epochs in the same order see the same samples, and an epoch drawn twice (a resumed
+    run drawing again what it had trained on) would differ."""
+    from safetensors.torch import load_file
+
+    from attnkit.tokenizers.subword import SubwordTokenizer
+
+    calls: list[float] = []
+
+    def sample(self: SubwordTokenizer, texts: list[str], dropout: float) -> list[list[int]]:
+        k = len(calls) // 2  # the source and the target of an epoch: two calls (one joint tokenizer)
+        calls.append(dropout)
+        return [ids[:-1] if (i + k) % 3 == 0 and len(ids) > 1 else ids
+                for i, ids in enumerate(self.encode_batch(texts))]
+
+    monkeypatch.setattr(SubwordTokenizer, "sample_batch", sample)
+    data = run_dir.parent / "data"
+    whole, parts, plain = tmp_path / "whole", tmp_path / "parts", tmp_path / "plain"
+    assert _train(data, whole, "--bpe-dropout", "0.3", "--steps", "10") == 0
+    assert json.loads((whole / "run.json").read_text())["bpe_dropout"] == 0.3
+    assert set(calls) == {0.3} and len(calls) >= 6  # 100 pairs at 512 tokens: 3 or more epochs in 10 steps
+    samples = sorted(p.name for p in (whole / "subword-samples").iterdir())
+    assert len(samples) == 2 and samples[-1] == f"epoch-{len(calls) // 2 - 1:05d}.safetensors"  # older pruned
+    calls.clear()
+    assert _train(data, parts, "--bpe-dropout", "0.3", "--steps", "5") == 0
+    assert _train(data, parts, "--steps", "10") == 0  # resumes with run.json's rate, reading the files it has
+    a, b = load_file(whole / "model.safetensors"), load_file(parts / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert _train(data, plain, "--steps", "10") == 0
+    c = load_file(plain / "model.safetensors")
+    assert any(not torch.equal(a[k], c[k]) for k in a) and not (plain / "subword-samples").exists()
+    capsys.readouterr()
+    assert _train(data, parts, "--bpe-dropout", "0.1", "--steps", "12") == 2
+    assert "was started with 0.3" in capsys.readouterr().err
+    assert _train(data, tmp_path / "bad", "--bpe-dropout", "1.0", "--steps", "1") == 2
+    assert "--bpe-dropout must be in [0, 1), got 1.0" in capsys.readouterr().err

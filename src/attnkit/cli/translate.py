@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -94,6 +95,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--separate-vocab", action="store_true", help="one BPE per language (no tied embeddings)")
     t.add_argument("--max-tokens", type=int, default=4096, help="tokens per micro-batch (default %(default)s)")
     t.add_argument("--label-smoothing", type=float, default=0.1)
+    t.add_argument("--bpe-dropout", type=float,
+                   help="BPE-dropout: each epoch resegments the training pairs with every merge skipped with this "
+                        "probability (default 0: off; 0.1 in the paper; a resumed run keeps its own)")
     t.add_argument("--train-split", default="train")
     t.add_argument("--val-split", default="val")
     t.add_argument("--val-bleu-n", type=int, default=300, help="validation sentences decoded for BLEU")
@@ -251,12 +255,25 @@ def _check_train_args(args: argparse.Namespace) -> None:
                                                          ("--max-train-lines", args.max_train_lines),
                                                          ("--average-last", args.average_last)) if v is not None]
     for flag, value in (("--dropout", args.dropout), ("--attn-dropout", args.attn_dropout),
-                        ("--activation-dropout", args.activation_dropout)):
+                        ("--activation-dropout", args.activation_dropout), ("--bpe-dropout", args.bpe_dropout)):
         if value is not None:
             checks.append((flag, value, 0.0 <= value < 1.0, "in [0, 1)"))
     for flag, value, ok, rule in checks:
         if not ok:
             raise InputError(f"{flag} must be {rule}, got {value}")
+
+
+def _bpe_dropout(args: argparse.Namespace, meta: dict) -> float:
+    """The run's BPE-dropout: what run.json holds (written at the start; runs older than the flag: 0). A
+    resumed run keeps it, since its earlier epochs' samples were drawn with it."""
+    rate = float(meta.get("bpe_dropout", 0.0))
+    if args.bpe_dropout is not None and args.bpe_dropout != rate:
+        raise InputError(f"--bpe-dropout {args.bpe_dropout}: {args.out} was started with {rate} "
+                         "(a resumed run keeps its BPE-dropout; use another --out for a new run)")
+    if rate and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise InputError("--bpe-dropout runs in one process only: under torchrun each process would draw its "
+                         "own segmentation of an epoch")
+    return rate
 
 
 @limits.with_option_names(TRAIN_OPTIONS)
@@ -280,13 +297,16 @@ def cmd_train(args: argparse.Namespace) -> int:
     joint = not args.separate_vocab
     src_tok, tgt_tok = run_tokenizers(out, args.src, args.tgt, joint, args.vocab_size, corpus.src, corpus.tgt)
     meta = run_meta(out, lambda: {"arch": args.arch, "src": args.src, "tgt": args.tgt, "joint": joint,
-                                  "model_config": _model_config(args, src_tok.vocab_size, tgt_tok.vocab_size)})
+                                  "model_config": _model_config(args, src_tok.vocab_size, tgt_tok.vocab_size),
+                                  "bpe_dropout": args.bpe_dropout or 0.0})
+    bpe_dropout = _bpe_dropout(args, meta)
     cfg = train_config_from_args(args, max_tokens=args.max_tokens, vocab_size=args.vocab_size,
                                  label_smoothing=args.label_smoothing)
     check_training_memory(meta, len(corpus), args.max_tokens, cfg.grad_accum, cfg.device)
     model = build_translation_model(meta["arch"], meta["model_config"])
     task = corpus_task(corpus.src, corpus.tgt, val.src if val else [], val.tgt if val else [], meta, src_tok,
-                       tgt_tok, args.max_tokens, cfg.seed, args.label_smoothing, args.val_bleu_n)
+                       tgt_tok, args.max_tokens, cfg.seed, args.label_smoothing, args.val_bleu_n,
+                       bpe_dropout=bpe_dropout, run_dir=out)
     print(f"attnkit: {meta['arch']} with {num_parameters(model) / 1e6:.2f}M parameters, {len(corpus)} training "
           f"pairs, vocabulary {src_tok.vocab_size}/{tgt_tok.vocab_size}", file=sys.stderr)
     result = train(task, model, cfg, out)

@@ -25,6 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from attnkit.data.batching import InOrder, LazyBatches, pad_sequences, sorted_batches, token_batches
+from attnkit.data.subword_samples import EpochSamples
 from attnkit.decoding.align import DEFAULT_LAYER, cross_attention, pharaoh, word_ids
 from attnkit.decoding.options import DecodeOptions, decode
 from attnkit.decoding.rules import TokenRules
@@ -69,6 +70,11 @@ class Batch(NamedTuple):
     tgt_out: Tensor  # [B, T]: y1 .. yn EOS
 
 
+def pair_lengths(src_ids: Sequence[Sequence[int]], tgt_ids: Sequence[Sequence[int]]) -> list[int]:
+    """The padded length each pair takes in a batch: its source, or its target plus BOS/EOS."""
+    return [max(len(s), len(t) + 1) for s, t in zip(src_ids, tgt_ids, strict=True)]
+
+
 def make_batch(src_ids: Sequence[Sequence[int]], tgt_ids: Sequence[Sequence[int]], idx: list[int]) -> Batch:
     """Pairs ``idx`` -> padded tensors (teacher forcing: the decoder reads BOS y and predicts y EOS)."""
     src = pad_sequences([src_ids[i] for i in idx], PAD_ID)
@@ -83,7 +89,9 @@ class TranslationTask:
 
     src_ids/tgt_ids: training pairs as id lists (no BOS/EOS); max_tokens: padded tokens (of the longer side) per
     micro-batch; val_*: validation sentences (raw text) for loss and greedy BLEU on the first
-    ``val_bleu_n`` of them at each evaluation.
+    ``val_bleu_n`` of them at each evaluation. ``samples``: with BPE-dropout, each epoch's segmentation of
+    the training pairs (:class:`~attnkit.data.subword_samples.EpochSamples`), whose lengths then make that
+    epoch's batches; src_ids/tgt_ids stay the usual segmentation.
     """
 
     src_ids: list[list[int]]
@@ -98,16 +106,21 @@ class TranslationTask:
     val_tgt: list[str] = field(default_factory=list)
     val_bleu_n: int = 300
     family: str = FAMILY
+    samples: EpochSamples | None = None
 
     def __post_init__(self) -> None:
-        self.lengths = [max(len(s), len(t) + 1) for s, t in zip(self.src_ids, self.tgt_ids, strict=True)]
+        self.lengths = pair_lengths(self.src_ids, self.tgt_ids)
 
     def make_batch(self, idx: list[int]) -> Batch:
         return make_batch(self.src_ids, self.tgt_ids, idx)
 
     def batches(self, epoch: int) -> Sequence[Batch]:
-        groups = token_batches(self.lengths, self.max_tokens, self.seed, epoch)
-        return LazyBatches(groups, lambda _, idx: self.make_batch(idx))
+        if self.samples is None:
+            groups = token_batches(self.lengths, self.max_tokens, self.seed, epoch)
+            return LazyBatches(groups, lambda _, idx: self.make_batch(idx))
+        src, tgt = self.samples.get(epoch)
+        groups = token_batches(pair_lengths(src, tgt), self.max_tokens, self.seed, epoch)
+        return LazyBatches(groups, lambda _, idx: make_batch(src, tgt, idx))
 
     def count(self, batch: Batch) -> int:
         return int((batch.tgt_out != PAD_ID).sum())
@@ -201,16 +214,30 @@ def run_meta(out: Path, fresh: Callable[[], dict]) -> dict:
     return meta
 
 
+SAMPLES_DIR = "subword-samples"  # inside a run directory: the BPE-dropout sample of each epoch
+
+
 def corpus_task(src: list[str], tgt: list[str], val_src: list[str], val_tgt: list[str], meta: dict,
                 src_tok: SubwordTokenizer, tgt_tok: SubwordTokenizer, max_tokens: int, seed: int, smoothing: float,
-                val_bleu_n: int) -> TranslationTask:
+                val_bleu_n: int, *, bpe_dropout: float = 0.0, run_dir: Path | None = None) -> TranslationTask:
     """The training task of sentence pairs, cut to the model's maximum length (the target keeps room for
-    BOS/EOS)."""
+    BOS/EOS). ``bpe_dropout`` > 0: every epoch trains on a new BPE-dropout segmentation of the pairs, kept in
+    ``run_dir/subword-samples`` (so a resumed run is exact; ``run_dir`` is then required)."""
     max_len = int(meta["model_config"]["max_len"])
-    src_ids = [s[:max_len] for s in src_tok.encode_batch(src)]
-    tgt_ids = [t[: max_len - 1] for t in tgt_tok.encode_batch(tgt)]
+
+    def cut(src_ids: list[list[int]], tgt_ids: list[list[int]]) -> tuple[list[list[int]], list[list[int]]]:
+        return [s[:max_len] for s in src_ids], [t[: max_len - 1] for t in tgt_ids]
+
+    src_ids, tgt_ids = cut(src_tok.encode_batch(src), tgt_tok.encode_batch(tgt))
+    samples = None
+    if bpe_dropout:
+        if run_dir is None:
+            raise ValueError("BPE-dropout keeps its samples in the run directory: give run_dir")
+        samples = EpochSamples(Path(run_dir) / SAMPLES_DIR, lambda: cut(src_tok.sample_batch(src, bpe_dropout),
+                                                                          tgt_tok.sample_batch(tgt, bpe_dropout)),
+                               len(src))
     return TranslationTask(src_ids, tgt_ids, max_tokens, seed, smoothing, {**meta, "max_len": max_len}, src_tok,
-                           tgt_tok, val_src, val_tgt, val_bleu_n)
+                           tgt_tok, val_src, val_tgt, val_bleu_n, samples=samples)
 
 
 def save_run_files(run_dir: Path, meta: dict, src_tok: SubwordTokenizer, tgt_tok: SubwordTokenizer) -> None:

@@ -4,6 +4,12 @@ Text is NFKC-normalised and split on whitespace SentencePiece-style (``Metaspace
 "▁"), so decoding gives back the detokenized sentence exactly, which is what sacreBLEU must score. One
 joint vocabulary serves both languages (so the embeddings can be shared) or one per language. Special
 tokens have fixed ids: <pad>=0, <s>=1 (BOS), </s>=2 (EOS), <unk>=3.
+
+BPE-dropout (Provilkov et al., 2020; subword regularisation for training): :meth:`SubwordTokenizer.sample_batch`
+encodes with each merge skipped with probability ``dropout``, so a word gets another, finer segmentation
+from time to time; that is the BPE model's own ``dropout`` in `tokenizers`, on a copy of the tokenizer.
+`tokenizers` draws those skips from an unseeded generator, so a sample cannot be drawn again: a training
+task that uses it keeps each epoch's sample in a file (:mod:`attnkit.data.subword_samples`).
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ class SubwordTokenizer:
 
     def __init__(self, tokenizer: Tokenizer) -> None:
         self.tokenizer = tokenizer
+        self._sampler: tuple[float, Tokenizer] | None = None  # (dropout, a copy with that BPE-dropout)
         for i, tok in enumerate(SPECIALS):
             if tokenizer.token_to_id(tok) != i:
                 raise CheckpointError(f"tokenizer has {tok!r} at id {tokenizer.token_to_id(tok)}, expected {i}")
@@ -48,6 +55,22 @@ class SubwordTokenizer:
 
     def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
         return [e.ids for e in self.tokenizer.encode_batch(list(texts))]
+
+    def sample_batch(self, texts: Sequence[str], dropout: float) -> list[list[int]]:
+        """Like :meth:`encode_batch`, with BPE-dropout: every merge is skipped with probability ``dropout``
+        in [0, 1) (0: the usual segmentation). Each call draws new segmentations; all decode to the text
+        that :meth:`encode_batch`'s ids decode to."""
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"BPE-dropout must be in [0, 1), got {dropout}")
+        if dropout == 0.0:
+            return self.encode_batch(texts)
+        if not isinstance(self.tokenizer.model, models.BPE):
+            raise ValueError(f"BPE-dropout needs a BPE model, this tokenizer has {type(self.tokenizer.model).__name__}")
+        if self._sampler is None or self._sampler[0] != dropout:
+            copy = Tokenizer.from_str(self.tokenizer.to_str())
+            copy.model.dropout = dropout
+            self._sampler = (dropout, copy)
+        return [e.ids for e in self._sampler[1].encode_batch(list(texts))]
 
     def decode(self, ids: Sequence[int]) -> str:
         return self.tokenizer.decode(list(ids), skip_special_tokens=True)
