@@ -25,7 +25,6 @@ import torch
 from torch import Tensor, nn
 
 from attnkit.data.batching import InOrder, LazyBatches, pad_sequences, sorted_batches, token_batches
-from attnkit.data.subword_samples import EpochSamples
 from attnkit.decoding.align import DEFAULT_LAYER, cross_attention, pharaoh, word_ids
 from attnkit.decoding.options import DecodeOptions, decode
 from attnkit.decoding.rules import TokenRules
@@ -50,6 +49,7 @@ from attnkit.training.checkpoint import (
     read_weights,
     weights_to_bytes,
 )
+from attnkit.training.subword_samples import EpochSamples
 
 FAMILY = "translation"
 ARCHS = ("transformer", "rnn")
@@ -90,7 +90,7 @@ class TranslationTask:
     src_ids/tgt_ids: training pairs as id lists (no BOS/EOS); max_tokens: padded tokens (of the longer side) per
     micro-batch; val_*: validation sentences (raw text) for loss and greedy BLEU on the first
     ``val_bleu_n`` of them at each evaluation. ``samples``: with BPE-dropout, each epoch's segmentation of
-    the training pairs (:class:`~attnkit.data.subword_samples.EpochSamples`), whose lengths then make that
+    the training pairs (:class:`~attnkit.training.subword_samples.EpochSamples`), whose lengths then make that
     epoch's batches; src_ids/tgt_ids stay the usual segmentation.
     """
 
@@ -115,11 +115,9 @@ class TranslationTask:
         return make_batch(self.src_ids, self.tgt_ids, idx)
 
     def batches(self, epoch: int) -> Sequence[Batch]:
-        if self.samples is None:
-            groups = token_batches(self.lengths, self.max_tokens, self.seed, epoch)
-            return LazyBatches(groups, lambda _, idx: self.make_batch(idx))
-        src, tgt = self.samples.get(epoch)
-        groups = token_batches(pair_lengths(src, tgt), self.max_tokens, self.seed, epoch)
+        src, tgt = (self.src_ids, self.tgt_ids) if self.samples is None else self.samples.get(epoch)
+        lengths = self.lengths if self.samples is None else pair_lengths(src, tgt)
+        groups = token_batches(lengths, self.max_tokens, self.seed, epoch)
         return LazyBatches(groups, lambda _, idx: make_batch(src, tgt, idx))
 
     def count(self, batch: Batch) -> int:

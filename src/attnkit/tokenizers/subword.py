@@ -9,7 +9,7 @@ BPE-dropout (Provilkov et al., 2020; subword regularisation for training): :meth
 encodes with each merge skipped with probability ``dropout``, so a word gets another, finer segmentation
 from time to time; that is the BPE model's own ``dropout`` in `tokenizers`, on a copy of the tokenizer.
 `tokenizers` draws those skips from an unseeded generator, so a sample cannot be drawn again: a training
-task that uses it keeps each epoch's sample in a file (:mod:`attnkit.data.subword_samples`).
+task that uses it keeps each epoch's sample in a file (:mod:`attnkit.training.subword_samples`).
 """
 
 from __future__ import annotations

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from attnkit.data.subword_samples import EpochSamples
 from attnkit.errors import CheckpointError
 from attnkit.tokenizers.subword import SubwordTokenizer
+from attnkit.training.subword_samples import EpochSamples
 
 TEXTS = ["ein Mann mit einem orangefarbenen Hut", "zwei Hunde spielen im Schnee", "eine Frau liest ein Buch",
          "Kinder spielen auf einem Spielplatz", "ein Hund rennt durch das Gras"] * 20
