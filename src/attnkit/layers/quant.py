@@ -9,10 +9,11 @@ the KV cache and residual sums stay fp32 in both modes: only the matrix products
 * int8: weights symmetric per output channel, ``W ~ s_w[n] * q[n, k]`` with ``s_w[n] = max_k |W[n, k]| /
   127``; activations quantized at run time per row (per token), ``x ~ s_x[m] * p[m, k]``, so a row's result
   does not depend on the other rows of its batch. The product ``sum_k p q`` is exact in int32, then scaled
-  by ``s_x[m] s_w[n]``. On x86 it runs in oneDNN's u8 x s8 kernel (``torch.ops.onednn.qlinear_pointwise``,
-  PyTorch's own op, the one the x86 Inductor int8 path emits; VNNI and AMX instructions): the activation
-  is stored as ``p + 128`` in uint8, the form VNNI multiplies, and oneDNN removes the 128 with a
-  compensation it precomputes. Elsewhere ``torch._int_mm`` does the product.
+  by ``s_x[m] s_w[n]``. On x86 CPUs with VNNI or AMX it runs in oneDNN's u8 x s8 kernel
+  (``torch.ops.onednn.qlinear_pointwise``, PyTorch's own op, the one the x86 Inductor int8 path emits):
+  the activation is stored as ``p + 128`` in uint8, the form VNNI multiplies, and oneDNN removes the 128 with a
+  compensation it precomputes. Elsewhere (AVX2 only, where oneDNN's pair sums saturate) ``torch._int_mm`` does
+  the product.
 * bf16: weights stored in bf16; each product casts its input to bf16 and its output back (oneDNN's bf16
   kernels accumulate in fp32). Chosen only where the CPU has native bf16 units (AVX512-BF16, AMX) or on
   a GPU: emulated bf16 is slower than fp32.
